@@ -1,0 +1,51 @@
+# data_sync developer tasks. Everything runs as root on Debian with PostgreSQL 15;
+# the scratch clusters run as the postgres OS user (see scripts/pgcluster.sh).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+# cargo may not be on PATH (fresh shell, CI, sudo).
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+DATA_SYNC_DEMO_DIR ?= /tmp/data_sync_demo
+PGRX_TEST_DIR ?= /tmp/data_sync_pgrx
+
+.PHONY: deps install demo demo-stop unit pgrx-test regress test fmt-check clippy
+
+deps:
+	scripts/install-deps.sh
+
+# Build and copy the extension into the system PostgreSQL 15 (needs root).
+install: deps
+	cargo pgrx install --pg-config $(PG_CONFIG)
+
+demo: install
+	scripts/demo.sh
+
+demo-stop:
+	scripts/pgcluster.sh stop $(DATA_SYNC_DEMO_DIR)
+
+# Pure-Rust tests of the rule parser/planner, no PostgreSQL needed.
+unit:
+	cargo test -p data_sync_core
+
+# #[pg_test]s: pgrx cannot run initdb as root, so run the server as postgres in a
+# directory postgres owns.
+pgrx-test: deps
+	mkdir -p $(PGRX_TEST_DIR) && chown postgres: $(PGRX_TEST_DIR)
+	cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DIR)/data
+
+regress: install
+	scripts/regress.sh
+
+# Sequential on purpose (also under make -j): cheapest first, stop on first failure.
+test:
+	$(MAKE) unit
+	$(MAKE) pgrx-test
+	$(MAKE) regress
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy: deps
+	cargo clippy --workspace --all-targets -- -D warnings

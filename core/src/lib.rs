@@ -1,0 +1,30 @@
+//! data_sync's server-free core: the pipeline's first stages, plain Rust.
+//!
+//! rules (parse the document) → validate (against catalog facts) → plan (generate SQL).
+//! The pgrx extension in `../src` gathers the catalog facts, installs the planned triggers and
+//! executes the planned statements.
+
+pub mod catalog;
+pub mod plan;
+pub mod rules;
+pub mod validate;
+
+/// A rejection, worded for the DBA: it names the rule or entity and the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(message: impl Into<String>) -> Self {
+        Error { message: message.into() }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,257 @@
+//! Stage 1 of the pipeline: the rules document (`sync_rules.toml`, or one rule as JSON from
+//! `data_sync.add_rule`) parsed into plain specs. Nothing here knows about the database yet;
+//! names of tables are kept exactly as written and resolved later against the catalog.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::Error;
+
+/// Longest rule name: trigger names are `data_sync_<rule>_<3 letters>` and must fit in 63 bytes.
+pub const MAX_RULE_NAME: usize = 48;
+/// Longest entity name: the generated function `sync_all_<entity>_data` must fit in 63 bytes.
+pub const MAX_ENTITY_NAME: usize = 48;
+
+/// The whole rules document.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    #[serde(default)]
+    pub entity: BTreeMap<String, EntitySpec>,
+    #[serde(default)]
+    pub rule: Vec<RuleSpec>,
+}
+
+/// `[entity.<name>]`: a table whose rows can be re-synced one at a time by a key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitySpec {
+    #[serde(skip)]
+    pub name: String,
+    pub table: String,
+    pub key: String,
+}
+
+/// `[[rule]]`: a copy rule as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    /// target column = source column, the join between a target row and its source row.
+    #[serde(rename = "match")]
+    pub match_columns: BTreeMap<String, String>,
+    /// target column = source column, the copied values.
+    pub set: BTreeMap<String, String>,
+    /// Optional SQL predicate over target columns restricting which target rows the rule maintains.
+    #[serde(default, rename = "where")]
+    pub where_clause: Option<String>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// Parses a rules document. Syntax errors carry TOML's line and column; errors inside one
+/// rule or entity name it.
+pub fn parse_document(text: &str) -> Result<Document, Error> {
+    // Two steps so that shape errors can name the rule: TOML syntax first (with positions)...
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| Error::new(format!("rules document: {}", e.to_string().trim_end())))?;
+
+    let mut doc = Document::default();
+    for (key, value) in table {
+        match key.as_str() {
+            "entity" => {
+                let entities = value.as_table().ok_or_else(|| {
+                    Error::new("rules document: `entity` must be a table of [entity.<name>] sections")
+                })?;
+                for (name, body) in entities {
+                    let mut spec: EntitySpec =
+                        body.clone().try_into().map_err(|e| Error::new(format!("entity \"{name}\": {}", clean(e))))?;
+                    spec.name = name.clone();
+                    doc.entity.insert(name.clone(), spec);
+                }
+            }
+            "rule" => {
+                let rules = value
+                    .as_array()
+                    .ok_or_else(|| Error::new("rules document: `rule` must be an array of [[rule]] sections"))?;
+                for (i, body) in rules.iter().enumerate() {
+                    // ...then each section on its own, so the error says which rule is wrong.
+                    let label = body
+                        .get("name")
+                        .and_then(|n| n.as_str())
+                        .map(|n| format!("rule \"{n}\""))
+                        .unwrap_or_else(|| format!("rule #{}", i + 1));
+                    let spec: RuleSpec =
+                        body.clone().try_into().map_err(|e| Error::new(format!("{label}: {}", clean(e))))?;
+                    doc.rule.push(spec);
+                }
+            }
+            other => {
+                return Err(Error::new(format!(
+                    "rules document: unknown key `{other}` (expected [entity.<name>] or [[rule]] sections)"
+                )))
+            }
+        }
+    }
+    check_names(&doc)?;
+    Ok(doc)
+}
+
+/// Parses one rule given as JSON (the `data_sync.add_rule` arguments assembled by the shell).
+pub fn parse_rule_json(value: serde_json::Value) -> Result<RuleSpec, Error> {
+    let label = value
+        .get("name")
+        .and_then(|n| n.as_str())
+        .map(|n| format!("rule \"{n}\""))
+        .unwrap_or_else(|| "rule".to_string());
+    let spec: RuleSpec = serde_json::from_value(value).map_err(|e| Error::new(format!("{label}: {e}")))?;
+    check_rule_name(&spec.name)?;
+    Ok(spec)
+}
+
+fn clean(e: impl std::fmt::Display) -> String {
+    // toml's messages for values (not documents) start with "TOML parse error" boilerplate.
+    e.to_string().trim().trim_start_matches("TOML parse error").trim().to_string()
+}
+
+fn check_names(doc: &Document) -> Result<(), Error> {
+    for name in doc.entity.keys() {
+        check_simple_name("entity", name, MAX_ENTITY_NAME)?;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for rule in &doc.rule {
+        check_rule_name(&rule.name)?;
+        if !seen.insert(rule.name.as_str()) {
+            return Err(Error::new(format!("rule \"{}\": duplicate rule name", rule.name)));
+        }
+    }
+    Ok(())
+}
+
+pub fn check_rule_name(name: &str) -> Result<(), Error> {
+    check_simple_name("rule", name, MAX_RULE_NAME)
+}
+
+/// Rule and entity names become parts of trigger and function names, so they are restricted to
+/// lower-case identifiers that never need quoting.
+fn check_simple_name(kind: &str, name: &str, max: usize) -> Result<(), Error> {
+    let mut chars = name.chars();
+    let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let ok_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok_first || !ok_rest || name.len() > max {
+        return Err(Error::new(format!(
+            "{kind} \"{name}\": invalid name (use 1 to {max} lower-case letters, digits and underscores, not starting with a digit)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[entity.user]
+table = "public.users"
+key = "auth_user_id"
+
+[[rule]]
+name = "user_phone_to_lost_pets"
+source = "public.users"
+target = "public.lost_pets"
+match = { owner_id = "id" }
+set = { contact_phone = "phone" }
+"#;
+
+    #[test]
+    fn parses_the_readme_example() {
+        let doc = parse_document(EXAMPLE).unwrap();
+        assert_eq!(doc.entity["user"].name, "user");
+        assert_eq!(doc.entity["user"].key, "auth_user_id");
+        let rule = &doc.rule[0];
+        assert_eq!(rule.name, "user_phone_to_lost_pets");
+        assert_eq!(rule.match_columns["owner_id"], "id");
+        assert_eq!(rule.set["contact_phone"], "phone");
+        assert!(rule.enabled);
+        assert_eq!(rule.where_clause, None);
+    }
+
+    #[test]
+    fn empty_document_is_an_empty_rule_set() {
+        let doc = parse_document("").unwrap();
+        assert!(doc.rule.is_empty() && doc.entity.is_empty());
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let err = parse_document("[[rule]]\nname = \"x\"\nsource = \n").unwrap_err();
+        assert!(err.message.contains("line 3"), "{}", err.message);
+        assert!(err.message.contains("column"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_key_in_rule_names_rule_and_key() {
+        let text = EXAMPLE.replace("set =", "sett =");
+        let err = parse_document(&text).unwrap_err();
+        assert!(err.message.contains("rule \"user_phone_to_lost_pets\""), "{}", err.message);
+        assert!(err.message.contains("sett"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_rejected() {
+        let err = parse_document("rules = 1").unwrap_err();
+        assert!(err.message.contains("unknown key `rules`"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_key_in_entity_is_rejected() {
+        let err = parse_document("[entity.user]\ntable = \"a.b\"\nkey = \"id\"\ncolor = 1\n").unwrap_err();
+        assert!(err.message.contains("entity \"user\""), "{}", err.message);
+        assert!(err.message.contains("color"), "{}", err.message);
+    }
+
+    #[test]
+    fn missing_field_names_the_rule() {
+        let err = parse_document("[[rule]]\nname = \"r\"\nsource = \"a.b\"\ntarget = \"a.c\"\nset = { x = \"y\" }\n")
+            .unwrap_err();
+        assert!(err.message.contains("rule \"r\""), "{}", err.message);
+        assert!(err.message.contains("match"), "{}", err.message);
+    }
+
+    #[test]
+    fn duplicate_rule_names_are_rejected() {
+        let text = format!("{EXAMPLE}\n{}", &EXAMPLE[EXAMPLE.find("[[rule]]").unwrap()..]);
+        let err = parse_document(&text).unwrap_err();
+        assert!(err.message.contains("duplicate rule name"), "{}", err.message);
+    }
+
+    #[test]
+    fn hostile_names_are_rejected() {
+        // the first is TOML for `x"; drop table users; --`
+        for bad in ["x\\\"; drop table users; --", "Upper", "1st", "", &"a".repeat(49)] {
+            let text = EXAMPLE.replace("user_phone_to_lost_pets", bad);
+            let err = parse_document(&text).unwrap_err();
+            assert!(err.message.contains("invalid name"), "{bad}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn rule_from_json() {
+        let spec = parse_rule_json(serde_json::json!({
+            "name": "r", "source": "public.a", "target": "public.b",
+            "match": {"a_id": "id"}, "set": {"x": "y"}, "where": null
+        }))
+        .unwrap();
+        assert_eq!(spec.set["x"], "y");
+        let err = parse_rule_json(serde_json::json!({"name": "r", "source": 1})).unwrap_err();
+        assert!(err.message.starts_with("rule \"r\""), "{}", err.message);
+    }
+}

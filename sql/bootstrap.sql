@@ -1,0 +1,61 @@
+-- data_sync catalog: the installed rule set and the sync log.
+-- Rules and entities are stored by name (schema, table, column), never by OID, so they survive
+-- pg_dump/restore; pg_extension_config_dump makes pg_dump include their rows.
+
+CREATE TABLE data_sync.rules (
+    name            text PRIMARY KEY,
+    source_schema   name NOT NULL,
+    source_table    name NOT NULL,
+    target_schema   name NOT NULL,
+    target_table    name NOT NULL,
+    -- match pairs: target_keys[i] = source_keys[i]
+    target_keys     text[] NOT NULL,
+    source_keys     text[] NOT NULL,
+    -- copied pairs: target_columns[i] = source_columns[i]
+    target_columns  text[] NOT NULL,
+    source_columns  text[] NOT NULL,
+    where_clause    text,
+    enabled         boolean NOT NULL DEFAULT true,
+    defined_by      name NOT NULL DEFAULT CURRENT_USER,
+    defined_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CHECK (pg_catalog.cardinality(target_keys) OPERATOR(pg_catalog.=) pg_catalog.cardinality(source_keys)),
+    CHECK (pg_catalog.cardinality(target_columns) OPERATOR(pg_catalog.=) pg_catalog.cardinality(source_columns))
+);
+COMMENT ON TABLE data_sync.rules IS 'Installed copy rules; change them with data_sync.load_rules/add_rule/drop_rule';
+
+CREATE TABLE data_sync.entities (
+    name          text PRIMARY KEY,
+    table_schema  name NOT NULL,
+    table_name    name NOT NULL,
+    key_column    text NOT NULL,
+    -- schema of the generated sync_all_<name>_data(key) function
+    function_schema name NOT NULL
+);
+COMMENT ON TABLE data_sync.entities IS 'Entities with a generated sync_all_<name>_data(key) function';
+
+CREATE TABLE data_sync.sync_log (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    logged_at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    txid           xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    rule_name      text NOT NULL,
+    -- what triggered it: source 'update' or 'insert', target 'fill', or a re-'sync'
+    operation      text NOT NULL CHECK (operation IN ('update', 'insert', 'fill', 'sync')),
+    source_table   text NOT NULL,
+    -- the source key when exactly one source row was propagated, else NULL
+    source_key     text,
+    source_rows    bigint NOT NULL,
+    target_table   text NOT NULL,
+    rows_changed   bigint NOT NULL,
+    status         text NOT NULL CHECK (status IN ('ok', 'failed')),
+    sqlstate       text,
+    error_message  text,
+    attempt        integer NOT NULL DEFAULT 1,
+    role_name      name NOT NULL
+);
+CREATE INDEX sync_log_rule_idx ON data_sync.sync_log (rule_name, id);
+-- failures are rare: a partial index keeps "what failed lately" fast on a big log
+CREATE INDEX sync_log_failed_idx ON data_sync.sync_log (id) WHERE status OPERATOR(pg_catalog.<>) 'ok';
+COMMENT ON TABLE data_sync.sync_log IS 'One row per rule per propagating statement, fill batch or re-sync';
+
+SELECT pg_catalog.pg_extension_config_dump('data_sync.rules', '');
+SELECT pg_catalog.pg_extension_config_dump('data_sync.entities', '');

@@ -1,0 +1,482 @@
+//! The SQL surface in schema `data_sync`. Every function pins `search_path`.
+
+use std::collections::HashMap;
+
+use data_sync_core::catalog::{Catalog, TableInfo};
+use data_sync_core::plan::{ident, literal, trigger_name, Planner, TRIGGER_SUFFIXES};
+use data_sync_core::rules::{self, EntitySpec, RuleSpec};
+use data_sync_core::validate::{self, Entity, Rule};
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::prelude::*;
+use pgrx::{AnyElement, GucContext, GucFlags, GucRegistry, GucSetting, JsonB};
+
+use crate::apply::{self, RuleRuntime};
+use crate::{catalog, subxact, triggers};
+
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
+pub fn register_gucs() {
+    GucRegistry::define_int_guc(
+        c"data_sync.batch_size",
+        c"Source rows per statement in sync_all and sync_all_*_data.",
+        c"Re-syncs work in batches of this many source keys so memory stays flat on large tables.",
+        &BATCH_SIZE,
+        1,
+        10_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+fn reject(message: &str) -> ! {
+    let code = if message.contains("must be owner") {
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+    } else {
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+    };
+    ereport!(ERROR, code, format!("data_sync: {message}"));
+    #[allow(unreachable_code)]
+    {
+        unreachable!("ereport(ERROR) does not return")
+    }
+}
+
+/// Replaces the installed rules (and entities, when given) with a new set, atomically: the
+/// whole set is validated before anything changes, and any error aborts the transaction.
+fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -> Vec<(String, String, String)> {
+    // 1. resolve every table the set mentions
+    let mut cat = Catalog::new();
+    let written = specs.iter().flat_map(|s| [&s.source, &s.target]);
+    let written = written.chain(entity_specs.iter().flatten().map(|e| &e.table));
+    for name in written {
+        if !cat.contains_key(name) {
+            cat.insert(name.clone(), catalog::resolve(name));
+        }
+    }
+    // 2. validate rules, entities and the graph they form
+    let mut rules = Vec::new();
+    for spec in &specs {
+        rules.push(validate::validate_rule(spec, &cat).unwrap_or_else(|e| reject(&e.message)));
+    }
+    validate::check_cycles(&rules).unwrap_or_else(|e| reject(&e.message));
+    let entities: Option<Vec<Entity>> = entity_specs.as_ref().map(|list| {
+        list.iter().map(|e| validate::validate_entity(e, &cat).unwrap_or_else(|e| reject(&e.message))).collect()
+    });
+    let infos: HashMap<&str, (&TableInfo, &TableInfo)> = specs
+        .iter()
+        .map(|s| (s.name.as_str(), (cat[&s.source].as_ref().unwrap(), cat[&s.target].as_ref().unwrap())))
+        .collect();
+    // 3. let the server parse every statement, which checks the `where` predicates
+    for rule in &rules {
+        let (source, target) = infos[rule.name.as_str()];
+        check_statements(rule, source, target);
+    }
+
+    // 4. apply the difference
+    let mut summary = Vec::new();
+    let installed = catalog::installed_rules();
+    for old in &installed {
+        let new = rules.iter().find(|r| r.name == old.name);
+        if new == Some(old) {
+            summary.push(("rule".into(), old.name.clone(), "unchanged".into()));
+            continue;
+        }
+        require_ownership_of(old);
+        drop_triggers(old);
+        catalog::delete_rule(&old.name);
+        if new.is_none() {
+            summary.push(("rule".into(), old.name.clone(), "removed".into()));
+        }
+    }
+    for rule in &rules {
+        let old = installed.iter().find(|r| r.name == rule.name);
+        if old == Some(rule) {
+            continue;
+        }
+        catalog::insert_rule(rule);
+        if rule.enabled {
+            let (source, target) = infos[rule.name.as_str()];
+            for ddl in (Planner { rule, source, target }).triggers() {
+                Spi::run(&ddl).unwrap_or_else(|e| reject(&format!("rule \"{}\": {e}", rule.name)));
+            }
+        }
+        let action = if old.is_some() { "changed" } else { "added" };
+        summary.push(("rule".into(), rule.name.clone(), action.into()));
+    }
+    if let Some(entities) = entities {
+        summary.extend(apply_entities(&entities, &cat));
+    }
+    apply::invalidate_all();
+    summary.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    summary
+}
+
+fn require_ownership_of(rule: &Rule) {
+    for table in [&rule.source, &rule.target] {
+        if let Some(info) = catalog::lookup(table) {
+            if !info.caller_owns {
+                reject(&format!(
+                    "rule \"{}\": must be owner of table {} to change or remove the rule",
+                    rule.name, table
+                ));
+            }
+        }
+    }
+}
+
+/// Prepares (and discards) every statement of the rule, turning a server error into a
+/// rejection that names the rule: this is what catches a bad `where` predicate.
+fn check_statements(rule: &Rule, source: &TableInfo, target: &TableInfo) {
+    let plan = Planner { rule, source, target }.plan();
+    let scalars: Vec<Oid> = plan.key_types.iter().map(|&t| Oid::from(t)).collect();
+    let arrays: Vec<Oid> = scalars.iter().map(|&t| unsafe { pg_sys::get_array_type(t) }).collect();
+    let mut fill_types = scalars.clone();
+    if rule.where_clause.is_some() {
+        fill_types.push(Oid::from(target.row_type_oid));
+    }
+    let statements = [
+        (&plan.flush_one, &scalars),
+        (&plan.flush_many, &arrays),
+        (&plan.fill_lookup, &fill_types),
+        (&plan.check, &Vec::new()),
+    ];
+    for (sql, types) in statements {
+        let outcome = subxact::try_catch(|| {
+            apply::with_spi(|| unsafe {
+                let query = std::ffi::CString::new(sql.as_str()).unwrap();
+                let p = pg_sys::SPI_prepare(query.as_ptr(), types.len() as i32, types.as_ptr() as *mut Oid);
+                if !p.is_null() {
+                    pg_sys::SPI_freeplan(p);
+                }
+            })
+        });
+        if let Err(message) = outcome {
+            let field = if rule.where_clause.is_some() { "where" } else { "statement" };
+            reject(&format!("rule \"{}\": {field}: {message}", rule.name));
+        }
+    }
+}
+
+fn drop_triggers(rule: &Rule) {
+    for (suffix, side) in TRIGGER_SUFFIXES {
+        let table = if side == 's' { &rule.source } else { &rule.target };
+        if catalog::lookup(table).is_some() {
+            Spi::run(&format!(
+                "DROP TRIGGER IF EXISTS {} ON {}",
+                ident(&trigger_name(&rule.name, suffix)),
+                table.sql()
+            ))
+            .expect("drop trigger");
+        }
+    }
+}
+
+fn apply_entities(entities: &[Entity], cat: &Catalog) -> Vec<(String, String, String)> {
+    let mut summary = Vec::new();
+    let installed = catalog::installed_entities();
+    for old in &installed {
+        let new = entities.iter().find(|e| e.name == old.name);
+        if new == Some(old) {
+            summary.push(("entity".into(), old.name.clone(), "unchanged".into()));
+            continue;
+        }
+        Spi::run(&format!("DROP FUNCTION IF EXISTS {}.{}", ident(&old.table.schema), ident(&old.function_name())))
+            .expect("drop entity function");
+        catalog::delete_entity(&old.name);
+        if new.is_none() {
+            summary.push(("entity".into(), old.name.clone(), "removed".into()));
+        }
+    }
+    for entity in entities {
+        let old = installed.iter().find(|e| e.name == entity.name);
+        if old == Some(entity) {
+            continue;
+        }
+        let info = cat.values().flatten().find(|t| t.name == entity.table).expect("entity table resolved");
+        let key_type = info.column(&entity.key).expect("validated key").type_oid;
+        let key_type =
+            Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regtype::text", &[Oid::from(key_type).into()])
+                .expect("regtype")
+                .expect("type name");
+        let body = format!("SELECT data_sync.sync_entity({}, $1)", literal(&entity.name));
+        Spi::run(&format!(
+            "CREATE FUNCTION {}.{}(key {key_type}) RETURNS bigint LANGUAGE sql VOLATILE \
+             SET search_path = pg_catalog, pg_temp AS {}",
+            ident(&entity.table.schema),
+            ident(&entity.function_name()),
+            literal(&body)
+        ))
+        .unwrap_or_else(|e| reject(&format!("entity \"{}\": {e}", entity.name)));
+        Spi::run(&format!(
+            "COMMENT ON FUNCTION {}.{}({key_type}) IS {}",
+            ident(&entity.table.schema),
+            ident(&entity.function_name()),
+            literal(&format!(
+                "data_sync: re-applies every rule whose source is {} for the rows with this {}",
+                entity.table, entity.key
+            ))
+        ))
+        .expect("comment");
+        catalog::insert_entity(entity);
+        let action = if old.is_some() { "changed" } else { "added" };
+        summary.push(("entity".into(), entity.name.clone(), action.into()));
+    }
+    summary
+}
+
+/// The installed rules as specs, so a single change can be validated together with the rest.
+fn installed_specs() -> Vec<RuleSpec> {
+    catalog::installed_rules().into_iter().map(|r| spec_of(&r)).collect()
+}
+
+fn spec_of(rule: &Rule) -> RuleSpec {
+    let map = |pairs: &[validate::Pair]| pairs.iter().map(|p| (p.target.clone(), p.source.clone())).collect();
+    RuleSpec {
+        name: rule.name.clone(),
+        source: rule.source.sql(),
+        target: rule.target.sql(),
+        match_columns: map(&rule.keys),
+        set: map(&rule.copies),
+        where_clause: rule.where_clause.clone(),
+        enabled: rule.enabled,
+    }
+}
+
+/// Validates a whole rules document (TOML) and makes it the installed rule set.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn load_rules(
+    document: &str,
+) -> TableIterator<'static, (name!(kind, String), name!(name, String), name!(action, String))> {
+    let doc = rules::parse_document(document).unwrap_or_else(|e| reject(&e.message));
+    let entities = doc.entity.into_values().collect();
+    TableIterator::new(apply_rule_set(doc.rule, Some(entities)))
+}
+
+/// Adds one rule to the installed set.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn add_rule(
+    name: &str,
+    source: &str,
+    target: &str,
+    match_columns: JsonB,
+    set_columns: JsonB,
+    where_clause: default!(Option<&str>, "NULL"),
+) -> TableIterator<'static, (name!(kind, String), name!(name, String), name!(action, String))> {
+    let spec = rules::parse_rule_json(serde_json::json!({
+        "name": name, "source": source, "target": target,
+        "match": match_columns.0, "set": set_columns.0, "where": where_clause,
+    }))
+    .unwrap_or_else(|e| reject(&e.message));
+    let mut specs = installed_specs();
+    if specs.iter().any(|s| s.name == spec.name) {
+        reject(&format!("rule \"{name}\": already exists (drop it first, or use load_rules to replace the set)"));
+    }
+    specs.push(spec);
+    TableIterator::new(apply_rule_set(specs, None).into_iter().filter(|r| r.2 != "unchanged"))
+}
+
+fn change_rule(
+    name: &str,
+    change: impl FnOnce(&mut Vec<RuleSpec>, usize),
+) -> TableIterator<'static, (name!(kind, String), name!(name, String), name!(action, String))> {
+    let mut specs = installed_specs();
+    let Some(i) = specs.iter().position(|s| s.name == name) else {
+        reject(&format!("rule \"{name}\" does not exist"));
+    };
+    change(&mut specs, i);
+    TableIterator::new(apply_rule_set(specs, None).into_iter().filter(|r| r.2 != "unchanged"))
+}
+
+/// Removes a rule and its triggers.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn drop_rule(name: &str) -> TableIterator<'static, (name!(kind, String), name!(name, String), name!(action, String))> {
+    change_rule(name, |specs, i| {
+        specs.remove(i);
+    })
+}
+
+/// Re-installs a disabled rule's triggers. Rows written meanwhile are not re-synced: run
+/// `data_sync.sync_all(name)` for that.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn enable_rule(
+    name: &str,
+) -> TableIterator<'static, (name!(kind, String), name!(name, String), name!(action, String))> {
+    change_rule(name, |specs, i| specs[i].enabled = true)
+}
+
+/// Keeps the rule in the catalog but removes its triggers.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn disable_rule(
+    name: &str,
+) -> TableIterator<'static, (name!(kind, String), name!(name, String), name!(action, String))> {
+    change_rule(name, |specs, i| specs[i].enabled = false)
+}
+
+fn enabled_runtimes(rule_name: Option<&str>) -> Vec<std::rc::Rc<RuleRuntime>> {
+    let rules = catalog::installed_rules();
+    if let Some(name) = rule_name {
+        match rules.iter().find(|r| r.name == name) {
+            None => reject(&format!("rule \"{name}\" does not exist")),
+            Some(r) if !r.enabled => reject(&format!("rule \"{name}\" is disabled")),
+            Some(_) => {}
+        }
+    }
+    rules
+        .iter()
+        .filter(|r| r.enabled && rule_name.is_none_or(|n| n == r.name))
+        .map(|r| {
+            apply::runtime(&r.name)
+                .unwrap_or_else(|| reject(&format!("rule \"{}\": its tables or columns no longer exist", r.name)))
+        })
+        .collect()
+}
+
+/// Reads the current SPI result into key rows (datums point into the result's memory).
+unsafe fn result_keys() -> (Vec<Vec<Datum>>, *mut pg_sys::SPITupleTable) {
+    let table = pg_sys::SPI_tuptable;
+    let n = pg_sys::SPI_processed as usize;
+    let ncols = (*(*table).tupdesc).natts;
+    let mut keys = Vec::with_capacity(n);
+    for i in 0..n {
+        let row = *(*table).vals.add(i);
+        let mut key = Vec::with_capacity(ncols as usize);
+        let mut has_null = false;
+        for c in 1..=ncols {
+            let mut isnull = false;
+            key.push(pg_sys::SPI_getbinval(row, (*table).tupdesc, c, &mut isnull));
+            has_null |= isnull;
+        }
+        if !has_null {
+            keys.push(key);
+        }
+    }
+    (keys, table)
+}
+
+/// Re-applies rules to every row (or one rule), in batches of `data_sync.batch_size` source
+/// keys. Returns the number of target rows changed.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn sync_all(rule_name: default!(Option<&str>, "NULL")) -> i64 {
+    let batch = BATCH_SIZE.get() as i64;
+    let mut total = 0i64;
+    for rt in enabled_runtimes(rule_name) {
+        apply::with_spi(|| unsafe {
+            let mut previous: Option<(Vec<Datum>, *mut pg_sys::SPITupleTable)> = None;
+            loop {
+                let found = match &previous {
+                    None => apply::as_role(rt.target_owner, || {
+                        rt.execute("keys_first", &rt.plan.keys_first, &[pg_sys::INT8OID], &[batch.into()], &[false])
+                    }),
+                    Some((last, _)) => {
+                        let mut types = vec![pg_sys::INT8OID];
+                        types.extend(rt.key_scalar_types());
+                        let mut args = vec![Datum::from(batch)];
+                        args.extend(last.iter().copied());
+                        let nulls = vec![false; args.len()];
+                        apply::as_role(rt.target_owner, || {
+                            rt.execute("keys_after", &rt.plan.keys_after, &types, &args, &nulls)
+                        })
+                    }
+                };
+                if let Some((_, table)) = previous.take() {
+                    pg_sys::SPI_freetuptable(table);
+                }
+                if found == 0 {
+                    break;
+                }
+                let (keys, table) = result_keys();
+                total += triggers::propagate(&rt, &keys, "sync") as i64;
+                match keys.last() {
+                    Some(last) if found as i64 == batch => previous = Some((last.clone(), table)),
+                    _ => {
+                        pg_sys::SPI_freetuptable(table);
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    total
+}
+
+/// Re-applies every rule whose source is the entity's table, for the rows whose entity key
+/// equals `key`. Called by the generated `sync_all_<entity>_data(key)` functions.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn sync_entity(entity: &str, key: AnyElement) -> i64 {
+    let Some(ent) = catalog::installed_entities().into_iter().find(|e| e.name == entity) else {
+        reject(&format!("entity \"{entity}\" does not exist"));
+    };
+    let batch = BATCH_SIZE.get() as usize;
+    let mut total = 0i64;
+    for rt in enabled_runtimes(None).into_iter().filter(|rt| rt.rule.source == ent.table) {
+        let Some(column) = rt.source.column(&ent.key) else {
+            reject(&format!("entity \"{entity}\": key column \"{}\" no longer exists", ent.key));
+        };
+        if column.type_oid != key.oid().to_u32() {
+            reject(&format!("entity \"{entity}\": key must be of type {}", column.type_name));
+        }
+        let sql = Planner { rule: &rt.rule, source: &rt.source, target: &rt.target }.entity_keys(&ent.key);
+        apply::with_spi(|| unsafe {
+            apply::as_role(rt.target_owner, || {
+                rt.execute(&format!("entity_keys {}", ent.key), &sql, &[key.oid()], &[key.datum()], &[false])
+            });
+            let (keys, table) = result_keys();
+            for chunk in keys.chunks(batch) {
+                total += triggers::propagate(&rt, chunk, "sync") as i64;
+            }
+            pg_sys::SPI_freetuptable(table);
+        });
+    }
+    total
+}
+
+/// How many target rows currently differ from what each rule says (changes nothing).
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn check(
+    rule_name: default!(Option<&str>, "NULL"),
+) -> TableIterator<'static, (name!(rule_name, String), name!(target_table, String), name!(drifted_rows, i64))> {
+    let mut out = Vec::new();
+    for rt in enabled_runtimes(rule_name) {
+        let drifted = apply::with_spi(|| unsafe {
+            apply::as_role(rt.target_owner, || rt.execute("check", &rt.plan.check, &[], &[], &[]));
+            let table = pg_sys::SPI_tuptable;
+            let mut isnull = false;
+            let d = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);
+            i64::from_datum(d, isnull).unwrap_or(0)
+        });
+        out.push((rt.rule.name.clone(), rt.rule.target.to_string(), drifted));
+    }
+    TableIterator::new(out)
+}
+
+/// The SQL a rule installs and runs.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn explain(rule_name: &str) -> TableIterator<'static, (name!(step, String), name!(statement, String))> {
+    let Some(rule) = catalog::installed_rule(rule_name) else {
+        reject(&format!("rule \"{rule_name}\" does not exist"));
+    };
+    let (Some(source), Some(target)) = (catalog::lookup(&rule.source), catalog::lookup(&rule.target)) else {
+        reject(&format!("rule \"{rule_name}\": its tables no longer exist"));
+    };
+    let planner = Planner { rule: &rule, source: &source, target: &target };
+    let plan = planner.plan();
+    let mut rows: Vec<(String, String)> = planner.triggers().into_iter().map(|t| ("trigger".to_string(), t)).collect();
+    rows.extend([
+        ("propagate one source row".to_string(), plan.flush_one),
+        ("propagate many source rows".to_string(), plan.flush_many),
+        ("fill a target row".to_string(), plan.fill_lookup),
+        ("check".to_string(), plan.check),
+        ("sync_all first batch".to_string(), plan.keys_first),
+        ("sync_all next batch".to_string(), plan.keys_after),
+    ]);
+    TableIterator::new(rows)
+}

@@ -1,0 +1,295 @@
+//! Stage 4: executing a rule's planned statements. Each rule gets a runtime (resolved tables,
+//! attribute numbers, type facts, SPI plans prepared once and kept) cached per backend, and
+//! dropped when the relcache says one of its tables changed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::rc::Rc;
+
+use data_sync_core::catalog::TableInfo;
+use data_sync_core::plan::{Planner, RulePlan};
+use data_sync_core::validate::Rule;
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::prelude::*;
+
+use crate::catalog;
+
+/// Type facts for building arrays of key values and copying them.
+#[derive(Clone, Copy)]
+pub struct KeyType {
+    pub oid: Oid,
+    pub array_oid: Oid,
+    pub len: i16,
+    pub byval: bool,
+    pub align: std::ffi::c_char,
+}
+
+pub struct RuleRuntime {
+    pub rule: Rule,
+    pub plan: RulePlan,
+    pub source: TableInfo,
+    pub target: TableInfo,
+    pub target_owner: Oid,
+    pub log_owner: Oid,
+    pub source_key_attnums: Vec<i32>,
+    pub target_key_attnums: Vec<i32>,
+    pub fill_attnums: Vec<i32>,
+    pub key_types: Vec<KeyType>,
+    plans: RefCell<HashMap<String, Plan>>,
+}
+
+/// An SPI plan kept in CacheMemoryContext for the life of the runtime.
+struct Plan(pg_sys::SPIPlanPtr);
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        unsafe {
+            pg_sys::SPI_freeplan(self.0);
+        }
+    }
+}
+
+thread_local! {
+    static RUNTIMES: RefCell<HashMap<String, Rc<RuleRuntime>>> = RefCell::new(HashMap::new());
+    /// Relations the relcache reported as changed; applied lazily, never inside the callback.
+    static STALE: RefCell<Vec<Oid>> = const { RefCell::new(Vec::new()) };
+    static ALL_STALE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Registered once in `_PG_init`.
+pub fn register_callbacks() {
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), Datum::from(0));
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_changed(_arg: Datum, relid: Oid) {
+    if relid == pg_sys::InvalidOid {
+        ALL_STALE.with(|a| a.set(true));
+        return;
+    }
+    let noted = STALE.with(|s| s.try_borrow_mut().map(|mut s| s.push(relid)).is_ok());
+    if !noted {
+        ALL_STALE.with(|a| a.set(true));
+    }
+}
+
+/// Forgets every cached runtime (after rules change in this backend).
+pub fn invalidate_all() {
+    ALL_STALE.with(|a| a.set(true));
+}
+
+fn apply_invalidations() {
+    let all = ALL_STALE.with(|a| a.replace(false));
+    let stale: Vec<Oid> = STALE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if !all && stale.is_empty() {
+        return;
+    }
+    RUNTIMES.with(|r| {
+        let mut r = r.borrow_mut();
+        if all {
+            r.clear();
+        } else {
+            r.retain(|_, rt| !stale.iter().any(|&o| o.to_u32() == rt.source.oid || o.to_u32() == rt.target.oid));
+        }
+    });
+}
+
+/// The runtime of an enabled rule, built on first use. `None` when the rule is gone or disabled
+/// (a trigger left behind by a concurrent change finds nothing to do).
+pub fn runtime(name: &str) -> Option<Rc<RuleRuntime>> {
+    apply_invalidations();
+    if let Some(rt) = RUNTIMES.with(|r| r.borrow().get(name).cloned()) {
+        return Some(rt);
+    }
+    let rule = catalog::installed_rule(name)?;
+    if !rule.enabled {
+        return None;
+    }
+    let rt = Rc::new(build(rule)?);
+    RUNTIMES.with(|r| r.borrow_mut().insert(name.to_string(), rt.clone()));
+    Some(rt)
+}
+
+fn build(rule: Rule) -> Option<RuleRuntime> {
+    let source = catalog::lookup(&rule.source)?;
+    let target = catalog::lookup(&rule.target)?;
+    let plan = Planner { rule: &rule, source: &source, target: &target }.plan();
+    let attnum = |t: &TableInfo, c: &str| t.column(c).map(|c| c.attnum as i32);
+    let source_key_attnums = rule.keys.iter().map(|p| attnum(&source, &p.source)).collect::<Option<Vec<_>>>()?;
+    let target_key_attnums = rule.keys.iter().map(|p| attnum(&target, &p.target)).collect::<Option<Vec<_>>>()?;
+    let fill_attnums = rule.copies.iter().map(|p| attnum(&target, &p.target)).collect::<Option<Vec<_>>>()?;
+    let key_types = plan
+        .key_types
+        .iter()
+        .map(|&t| unsafe {
+            let oid = Oid::from(t);
+            let mut kt = KeyType { oid, array_oid: pg_sys::get_array_type(oid), len: 0, byval: false, align: 0 };
+            pg_sys::get_typlenbyvalalign(oid, &mut kt.len, &mut kt.byval, &mut kt.align);
+            kt
+        })
+        .collect();
+    let owner = |oid: u32| -> Option<Oid> {
+        Spi::get_one_with_args::<Oid>(
+            "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
+            &[Oid::from(oid).into()],
+        )
+        .ok()?
+    };
+    let log_owner = Spi::get_one::<Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) 'data_sync.sync_log'::pg_catalog.regclass",
+    )
+    .ok()??;
+    Some(RuleRuntime {
+        target_owner: owner(target.oid)?,
+        log_owner,
+        rule,
+        plan,
+        source,
+        target,
+        source_key_attnums,
+        target_key_attnums,
+        fill_attnums,
+        key_types,
+        plans: RefCell::new(HashMap::new()),
+    })
+}
+
+impl RuleRuntime {
+    /// Runs a planned statement (prepared on first use) and returns the number of rows it
+    /// processed. Must be called inside an SPI connection.
+    /// `which` names the statement in the plan cache (and in errors).
+    pub fn execute(&self, which: &str, sql: &str, arg_types: &[Oid], args: &[Datum], nulls: &[bool]) -> u64 {
+        let cached = self.plans.borrow().get(which).map(|p| p.0);
+        let plan = cached.unwrap_or_else(|| {
+            let plan = prepare(sql, arg_types);
+            self.plans.borrow_mut().insert(which.to_string(), Plan(plan));
+            plan
+        });
+        let nulls: Vec<std::ffi::c_char> = nulls.iter().map(|&n| if n { b'n' as _ } else { b' ' as _ }).collect();
+        unsafe {
+            let rc = pg_sys::SPI_execute_plan(plan, args.as_ptr() as *mut Datum, nulls.as_ptr(), false, 0);
+            if rc < 0 {
+                error!("data_sync: rule \"{}\": {which} failed (SPI code {rc})", self.rule.name);
+            }
+            pg_sys::SPI_processed
+        }
+    }
+
+    pub fn key_array_types(&self) -> Vec<Oid> {
+        self.key_types.iter().map(|k| k.array_oid).collect()
+    }
+
+    pub fn key_scalar_types(&self) -> Vec<Oid> {
+        self.key_types.iter().map(|k| k.oid).collect()
+    }
+
+    /// Propagates the current values of the given source rows (by key) to their targets, as
+    /// one set-based statement. Returns the number of target rows changed.
+    pub fn flush(&self, keys: &[Vec<Datum>]) -> u64 {
+        match keys.len() {
+            0 => 0,
+            1 => self.execute(
+                "flush_one",
+                &self.plan.flush_one,
+                &self.key_scalar_types(),
+                &keys[0],
+                &vec![false; keys[0].len()],
+            ),
+            n => {
+                let arrays: Vec<Datum> = (0..self.key_types.len())
+                    .map(|col| {
+                        let kt = self.key_types[col];
+                        let mut elems: Vec<Datum> = keys.iter().map(|k| k[col]).collect();
+                        unsafe {
+                            Datum::from(pg_sys::construct_array(
+                                elems.as_mut_ptr(),
+                                n as i32,
+                                kt.oid,
+                                kt.len as i32,
+                                kt.byval,
+                                kt.align,
+                            ))
+                        }
+                    })
+                    .collect();
+                self.execute(
+                    "flush_many",
+                    &self.plan.flush_many,
+                    &self.key_array_types(),
+                    &arrays,
+                    &vec![false; arrays.len()],
+                )
+            }
+        }
+    }
+
+    /// Text form of one source key, for the log: `42`, or `(7,abc)` for composite keys.
+    pub fn key_text(&self, key: &[Datum]) -> String {
+        let parts: Vec<String> = key
+            .iter()
+            .zip(&self.key_types)
+            .map(|(&d, kt)| unsafe {
+                let mut out = pg_sys::InvalidOid;
+                let mut varlena = false;
+                pg_sys::getTypeOutputInfo(kt.oid, &mut out, &mut varlena);
+                let s = pg_sys::OidOutputFunctionCall(out, d);
+                std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned()
+            })
+            .collect();
+        if parts.len() == 1 {
+            parts.into_iter().next().unwrap()
+        } else {
+            format!("({})", parts.join(","))
+        }
+    }
+}
+
+fn prepare(sql: &str, arg_types: &[Oid]) -> pg_sys::SPIPlanPtr {
+    let query = CString::new(sql).expect("generated SQL has no NUL");
+    unsafe {
+        let plan = pg_sys::SPI_prepare(query.as_ptr(), arg_types.len() as i32, arg_types.as_ptr() as *mut Oid);
+        if plan.is_null() {
+            error!("data_sync: could not prepare: {sql}");
+        }
+        pg_sys::SPI_keepplan(plan);
+        plan
+    }
+}
+
+/// Runs `f` as `role` in a restricted security context, the way foreign-key actions and
+/// REFRESH MATERIALIZED VIEW do: the writer needs no privileges on the target, and code that
+/// runs meanwhile (the target's own triggers) cannot change session state.
+pub fn as_role<T>(role: Oid, f: impl FnOnce() -> T) -> T {
+    let mut prev_user = pg_sys::InvalidOid;
+    let mut prev_context = 0;
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut prev_user, &mut prev_context);
+        pg_sys::SetUserIdAndSecContext(
+            role,
+            prev_context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
+        );
+    }
+    // On error the (sub)transaction abort restores user and context.
+    let result = f();
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(prev_user, prev_context);
+    }
+    result
+}
+
+/// Runs `f` inside an SPI connection (nested connections are fine in triggers).
+pub fn with_spi<T>(f: impl FnOnce() -> T) -> T {
+    unsafe {
+        if pg_sys::SPI_connect() < 0 {
+            error!("data_sync: SPI_connect failed");
+        }
+    }
+    let result = f();
+    unsafe {
+        pg_sys::SPI_finish();
+    }
+    result
+}

@@ -1,0 +1,228 @@
+//! Reads the facts the core needs from the system catalogs, and reads/writes data_sync's own
+//! catalog tables (`data_sync.rules`, `data_sync.entities`).
+
+use data_sync_core::catalog::{ColumnInfo, TableInfo, TableName};
+use data_sync_core::validate::{Entity, Pair, Rule};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::subxact;
+
+/// Resolves a table name as written in a rule (`public.users`, `"Clinic"."Owners"`).
+/// Unqualified names are refused: extension functions run with a pinned `search_path`, so the
+/// caller's path cannot be honoured, and a rule must not change meaning with it.
+pub fn resolve(written: &str) -> Result<TableInfo, String> {
+    let parts = subxact::try_catch(|| {
+        Spi::get_one_with_args::<Vec<String>>("SELECT pg_catalog.parse_ident($1)", &[written.into()])
+    })
+    .map_err(|e| format!("table name \"{written}\" is not valid: {e}"))?
+    .map_err(|e| format!("table name \"{written}\" is not valid: {e}"))?
+    .unwrap_or_default();
+    match parts.as_slice() {
+        [schema, name] => lookup(&TableName::new(schema.clone(), name.clone()))
+            .ok_or_else(|| format!("table \"{written}\" does not exist")),
+        [_] => Err(format!("table name \"{written}\" must be schema-qualified (e.g. public.{written})")),
+        _ => Err(format!("table name \"{written}\" is not of the form schema.table")),
+    }
+}
+
+/// Facts about one table, or `None` when it does not exist.
+pub fn lookup(name: &TableName) -> Option<TableInfo> {
+    Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT c.oid, c.reltype, c.relkind IN ('r', 'p'),
+                        pg_catalog.pg_has_role(c.relowner, 'USAGE')
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                 WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2",
+                None,
+                &[name.schema.as_str().into(), name.name.as_str().into()],
+            )
+            .ok()?;
+        let row = row.first();
+        let oid: pg_sys::Oid = row.get(1).ok()??;
+        let row_type: pg_sys::Oid = row.get(2).ok()??;
+        let is_table: bool = row.get(3).ok()??;
+        let caller_owns: bool = row.get(4).ok()??;
+        Some(TableInfo {
+            name: name.clone(),
+            oid: oid.to_u32(),
+            row_type_oid: row_type.to_u32(),
+            is_table,
+            caller_owns,
+            columns: columns(&client, oid),
+            unique_keys: unique_keys(&client, oid),
+        })
+    })
+}
+
+fn columns(client: &SpiClient<'_>, rel: pg_sys::Oid) -> Vec<ColumnInfo> {
+    let rows = client
+        .select(
+            "SELECT a.attname::text, a.attnum, a.atttypid, a.atttypmod, pg_catalog.format_type(a.atttypid, a.atttypmod)
+             FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            None,
+            &[rel.into()],
+        )
+        .expect("pg_attribute is readable");
+    let mut out = Vec::new();
+    for row in rows {
+        let type_oid: pg_sys::Oid = row.get(3).unwrap().unwrap();
+        out.push(ColumnInfo {
+            name: row.get(1).unwrap().unwrap(),
+            attnum: row.get(2).unwrap().unwrap(),
+            type_oid: type_oid.to_u32(),
+            typmod: row.get(4).unwrap().unwrap(),
+            type_name: row.get(5).unwrap().unwrap(),
+            eq_schema: equality_schema(client, type_oid),
+        });
+    }
+    out
+}
+
+/// Schema of the type's default equality operator (the one the type cache picks for
+/// hashing, grouping and `IS DISTINCT FROM` semantics), or `None` when it has none.
+fn equality_schema(client: &SpiClient<'_>, type_oid: pg_sys::Oid) -> Option<String> {
+    let eq = unsafe {
+        let entry = pg_sys::lookup_type_cache(type_oid, pg_sys::TYPECACHE_EQ_OPR as i32);
+        (*entry).eq_opr
+    };
+    if eq == pg_sys::InvalidOid {
+        return None;
+    }
+    client
+        .select(
+            "SELECT n.nspname::text FROM pg_catalog.pg_operator o
+             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace
+             WHERE o.oid OPERATOR(pg_catalog.=) $1",
+            None,
+            &[eq.into()],
+        )
+        .ok()?
+        .first()
+        .get(1)
+        .ok()?
+}
+
+fn unique_keys(client: &SpiClient<'_>, rel: pg_sys::Oid) -> Vec<Vec<String>> {
+    let rows = client
+        .select(
+            "SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum)
+             FROM pg_catalog.pg_index i
+             JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                  AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::int2[])
+             WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisunique AND i.indpred IS NULL
+               AND i.indexprs IS NULL AND i.indisvalid
+             GROUP BY i.indexrelid",
+            None,
+            &[rel.into()],
+        )
+        .expect("pg_index is readable");
+    rows.into_iter().filter_map(|r| r.get::<Vec<String>>(1).ok().flatten()).collect()
+}
+
+/// The installed rules, in name order.
+pub fn installed_rules() -> Vec<Rule> {
+    Spi::connect(|client| {
+        let rows = client
+            .select(
+                "SELECT name, source_schema::text, source_table::text, target_schema::text, target_table::text,
+                        target_keys, source_keys, target_columns, source_columns, where_clause, enabled
+                 FROM data_sync.rules ORDER BY name",
+                None,
+                &[],
+            )
+            .expect("data_sync.rules is readable");
+        rows.into_iter().map(|r| rule_from_row(&r)).collect()
+    })
+}
+
+pub fn installed_rule(name: &str) -> Option<Rule> {
+    installed_rules().into_iter().find(|r| r.name == name)
+}
+
+fn rule_from_row(r: &pgrx::spi::SpiHeapTupleData<'_>) -> Rule {
+    let text = |i: usize| -> String { r.get(i).unwrap().unwrap() };
+    let list = |i: usize| -> Vec<String> { r.get(i).unwrap().unwrap() };
+    let pairs = |t: Vec<String>, s: Vec<String>| -> Vec<Pair> {
+        t.into_iter().zip(s).map(|(target, source)| Pair { target, source }).collect()
+    };
+    Rule {
+        name: text(1),
+        source: TableName::new(text(2), text(3)),
+        target: TableName::new(text(4), text(5)),
+        keys: pairs(list(6), list(7)),
+        copies: pairs(list(8), list(9)),
+        where_clause: r.get(10).unwrap(),
+        enabled: r.get(11).unwrap().unwrap(),
+    }
+}
+
+pub fn insert_rule(rule: &Rule) {
+    let (tk, sk): (Vec<String>, Vec<String>) = rule.keys.iter().map(|p| (p.target.clone(), p.source.clone())).unzip();
+    let (tc, sc): (Vec<String>, Vec<String>) = rule.copies.iter().map(|p| (p.target.clone(), p.source.clone())).unzip();
+    Spi::run_with_args(
+        "INSERT INTO data_sync.rules (name, source_schema, source_table, target_schema, target_table,
+                                      target_keys, source_keys, target_columns, source_columns, where_clause, enabled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            rule.name.as_str().into(),
+            rule.source.schema.as_str().into(),
+            rule.source.name.as_str().into(),
+            rule.target.schema.as_str().into(),
+            rule.target.name.as_str().into(),
+            tk.into(),
+            sk.into(),
+            tc.into(),
+            sc.into(),
+            rule.where_clause.clone().into(),
+            rule.enabled.into(),
+        ],
+    )
+    .expect("insert into data_sync.rules");
+}
+
+pub fn delete_rule(name: &str) {
+    Spi::run_with_args("DELETE FROM data_sync.rules WHERE name OPERATOR(pg_catalog.=) $1", &[name.into()])
+        .expect("delete from data_sync.rules");
+}
+
+pub fn installed_entities() -> Vec<Entity> {
+    Spi::connect(|client| {
+        let rows = client
+            .select(
+                "SELECT name, table_schema::text, table_name::text, key_column FROM data_sync.entities ORDER BY name",
+                None,
+                &[],
+            )
+            .expect("data_sync.entities is readable");
+        rows.into_iter()
+            .map(|r| Entity {
+                name: r.get(1).unwrap().unwrap(),
+                table: TableName::new(r.get::<String>(2).unwrap().unwrap(), r.get::<String>(3).unwrap().unwrap()),
+                key: r.get(4).unwrap().unwrap(),
+            })
+            .collect()
+    })
+}
+
+pub fn insert_entity(entity: &Entity) {
+    Spi::run_with_args(
+        "INSERT INTO data_sync.entities (name, table_schema, table_name, key_column, function_schema)
+         VALUES ($1, $2, $3, $4, $2)",
+        &[
+            entity.name.as_str().into(),
+            entity.table.schema.as_str().into(),
+            entity.table.name.as_str().into(),
+            entity.key.as_str().into(),
+        ],
+    )
+    .expect("insert into data_sync.entities");
+}
+
+pub fn delete_entity(name: &str) {
+    Spi::run_with_args("DELETE FROM data_sync.entities WHERE name OPERATOR(pg_catalog.=) $1", &[name.into()])
+        .expect("delete from data_sync.entities");
+}

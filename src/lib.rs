@@ -1,0 +1,47 @@
+//! data_sync: declarative propagation rules that keep copied columns in sync across tables.
+//!
+//! The pipeline: rules → plan (the pure core, `data_sync_core`) → triggers → apply → log.
+//! This crate is the thin Postgres shell around the core.
+
+use pgrx::prelude::*;
+
+mod api;
+mod apply;
+mod catalog;
+mod log;
+mod subxact;
+mod triggers;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    log::register_gucs();
+    api::register_gucs();
+    apply::register_callbacks();
+    triggers::register_callbacks();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn rules_catalog_starts_empty() {
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM data_sync.rules").unwrap(), Some(0));
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

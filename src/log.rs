@@ -1,0 +1,70 @@
+//! Stage 5: the sync log. One row per rule per propagating statement (never per row), written
+//! as the log table's owner so that writers need no privileges on it.
+
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+
+use crate::apply::RuleRuntime;
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LogLevel {
+    All,
+    Failures,
+    None,
+}
+
+pub static LOG_LEVEL: GucSetting<LogLevel> = GucSetting::<LogLevel>::new(LogLevel::All);
+
+pub fn register_gucs() {
+    GucRegistry::define_enum_guc(
+        c"data_sync.log_level",
+        c"Which propagations are written to data_sync.sync_log.",
+        c"all: every propagation and failure; failures: only failures; none: nothing.",
+        &LOG_LEVEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+const INSERT: &str = "INSERT INTO data_sync.sync_log
+    (rule_name, operation, source_table, source_key, source_rows, target_table, rows_changed, status, role_name)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'ok', pg_catalog.pg_get_userbyid($8))";
+
+/// Logs a successful propagation. Must be called inside an SPI connection.
+pub fn propagation(
+    rt: &RuleRuntime,
+    operation: &str,
+    source_key: Option<String>,
+    source_rows: i64,
+    rows_changed: i64,
+    role: Oid,
+) {
+    if LOG_LEVEL.get() != LogLevel::All {
+        return;
+    }
+    let text = |s: &str| s.into_datum().unwrap();
+    let args: [Datum; 8] = [
+        text(&rt.rule.name),
+        text(operation),
+        text(&rt.rule.source.to_string()),
+        source_key.as_deref().map(text).unwrap_or(Datum::from(0)),
+        source_rows.into_datum().unwrap(),
+        text(&rt.rule.target.to_string()),
+        rows_changed.into_datum().unwrap(),
+        role.into_datum().unwrap(),
+    ];
+    let mut nulls = [false; 8];
+    nulls[3] = source_key.is_none();
+    let types = [
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::INT8OID,
+        pg_sys::TEXTOID,
+        pg_sys::INT8OID,
+        pg_sys::OIDOID,
+    ];
+    crate::apply::as_role(rt.log_owner, || rt.execute("log", INSERT, &types, &args, &nulls));
+}

@@ -1,0 +1,232 @@
+//! The trigger functions every rule installs (see `data_sync_core::plan::Planner::triggers`).
+//!
+//! Source side: an AFTER ROW trigger, filtered by `UPDATE OF` and `WHEN` so it only fires for
+//! rows whose watched columns changed, notes the row's key; the AFTER STATEMENT trigger of the
+//! same statement then propagates every noted key with one set-based statement. Target side: a
+//! BEFORE ROW trigger fills the copied columns of inserted or re-parented rows in place (no
+//! second write), and an AFTER STATEMENT trigger logs how many rows were filled.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pgrx::pg_sys::{self, Datum};
+use pgrx::prelude::*;
+use pgrx::PgTupleDesc;
+
+use crate::apply::{self, RuleRuntime};
+use crate::log;
+
+/// Keys noted by row triggers, per rule, waiting for their statement trigger. Values are
+/// copied into TopTransactionContext and the lists are cleared at transaction end.
+#[derive(Default)]
+struct Pending {
+    keys: HashMap<String, Vec<Vec<Datum>>>,
+    fills: HashMap<String, u64>,
+}
+
+thread_local! {
+    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+}
+
+pub fn register_callbacks() {
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(transaction_ended), std::ptr::null_mut());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    if matches!(
+        event,
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+            | pg_sys::XactEvent::XACT_EVENT_ABORT
+            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+            | pg_sys::XactEvent::XACT_EVENT_PREPARE
+    ) {
+        PENDING.with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                p.keys.clear();
+                p.fills.clear();
+            }
+        });
+    }
+}
+
+fn rule_name(trigger: &PgTrigger) -> String {
+    let args = trigger.extra_args().unwrap_or_default();
+    match args.as_slice() {
+        [name] => name.clone(),
+        _ => error!(
+            "data_sync: trigger \"{}\" must have the rule name as its only argument",
+            trigger.name().unwrap_or("?")
+        ),
+    }
+}
+
+/// The tuple a row trigger is about: NEW for INSERT and UPDATE.
+fn new_tuple(data: &pg_sys::TriggerData) -> *mut pg_sys::HeapTupleData {
+    let event = data.tg_event;
+    if event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_UPDATE {
+        data.tg_newtuple
+    } else {
+        data.tg_trigtuple
+    }
+}
+
+/// Reads the given attributes; `None` if any is NULL (a NULL key matches nothing).
+unsafe fn attributes(
+    tuple: *mut pg_sys::HeapTupleData,
+    desc: pg_sys::TupleDesc,
+    attnums: &[i32],
+) -> Option<Vec<Datum>> {
+    let mut out = Vec::with_capacity(attnums.len());
+    for &a in attnums {
+        let mut isnull = false;
+        let d = pg_sys::heap_getattr(tuple, a, desc, &mut isnull);
+        if isnull {
+            return None;
+        }
+        out.push(d);
+    }
+    Some(out)
+}
+
+unsafe extern "C" {
+    /// Not in pgrx's bindings; exported by the server (utils/datum.h). Fails only when out of
+    /// memory, so no error-boundary guard is needed.
+    fn datumCopy(value: Datum, typByVal: bool, typLen: std::ffi::c_int) -> Datum;
+}
+
+/// AFTER INSERT / AFTER UPDATE OF … FOR EACH ROW on the source: note the row's key.
+#[pg_trigger]
+fn source_row_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
+    let name = rule_name(trigger);
+    let Some(rt) = apply::runtime(&name) else { return Ok(None) };
+    let data = trigger.trigger_data();
+    unsafe {
+        let desc = (*data.tg_relation).rd_att;
+        if let Some(key) = attributes(new_tuple(data), desc, &rt.source_key_attnums) {
+            let old = pg_sys::CurrentMemoryContext;
+            pg_sys::CurrentMemoryContext = pg_sys::TopTransactionContext;
+            let key: Vec<Datum> =
+                key.iter().zip(&rt.key_types).map(|(&d, kt)| datumCopy(d, kt.byval, kt.len as i32)).collect();
+            pg_sys::CurrentMemoryContext = old;
+            PENDING.with(|p| p.borrow_mut().keys.entry(name).or_default().push(key));
+        }
+    }
+    Ok(None)
+}
+
+/// AFTER INSERT / AFTER UPDATE OF … FOR EACH STATEMENT on the source: propagate noted keys.
+#[pg_trigger]
+fn source_statement_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
+    let name = rule_name(trigger);
+    let keys = PENDING.with(|p| p.borrow_mut().keys.remove(&name)).unwrap_or_default();
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let Some(rt) = apply::runtime(&name) else { return Ok(None) };
+    let operation = if trigger.trigger_data().tg_event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_INSERT {
+        "insert"
+    } else {
+        "update"
+    };
+    propagate(&rt, &keys, operation);
+    Ok(None)
+}
+
+/// Propagates source keys and logs the outcome. Shared by triggers and re-syncs.
+pub fn propagate(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
+    let role = unsafe { pg_sys::GetUserId() };
+    apply::with_spi(|| {
+        let changed = apply::as_role(rt.target_owner, || rt.flush(keys));
+        let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
+        log::propagation(rt, operation, key, keys.len() as i64, changed as i64, role);
+        changed
+    })
+}
+
+/// BEFORE INSERT / BEFORE UPDATE OF <match columns> FOR EACH ROW on the target: fill the copied
+/// columns from the matching source row, if there is one.
+#[pg_trigger]
+fn target_fill_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    let data = trigger.trigger_data();
+    let tuple = new_tuple(data);
+    let unchanged = || unsafe {
+        Some(PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked((*data.tg_relation).rd_att), tuple))
+    };
+    let name = rule_name(trigger);
+    let Some(rt) = apply::runtime(&name) else { return Ok(unchanged()) };
+    unsafe {
+        let desc = (*data.tg_relation).rd_att;
+        let Some(mut args) = attributes(tuple, desc, &rt.target_key_attnums) else { return Ok(unchanged()) };
+        let mut types = rt.key_scalar_types();
+        if rt.rule.where_clause.is_some() {
+            args.push(pg_sys::heap_copy_tuple_as_datum(tuple, desc));
+            types.push(pgrx::pg_sys::Oid::from(rt.target.row_type_oid));
+        }
+        let caller_context = pg_sys::CurrentMemoryContext;
+        let filled = apply::with_spi(|| {
+            let found = apply::as_role(rt.target_owner, || {
+                rt.execute("fill_lookup", &rt.plan.fill_lookup, &types, &args, &vec![false; args.len()])
+            });
+            if found == 0 {
+                return None;
+            }
+            let table = pg_sys::SPI_tuptable;
+            let row = *(*table).vals;
+            let n = rt.fill_attnums.len();
+            let mut values = Vec::with_capacity(n);
+            let mut nulls = Vec::with_capacity(n);
+            for i in 0..n {
+                let mut isnull = false;
+                values.push(pg_sys::SPI_getbinval(row, (*table).tupdesc, (i + 1) as i32, &mut isnull));
+                nulls.push(isnull);
+            }
+            // The new tuple must outlive SPI: build it in the caller's (executor's) context.
+            let spi_context = pg_sys::CurrentMemoryContext;
+            pg_sys::CurrentMemoryContext = caller_context;
+            let new = pg_sys::heap_modify_tuple_by_cols(
+                tuple,
+                desc,
+                n as i32,
+                rt.fill_attnums.as_ptr() as *mut i32,
+                values.as_mut_ptr(),
+                nulls.as_mut_ptr(),
+            );
+            pg_sys::CurrentMemoryContext = spi_context;
+            Some(new)
+        });
+        match filled {
+            Some(new) => {
+                PENDING.with(|p| *p.borrow_mut().fills.entry(name).or_default() += 1);
+                Ok(Some(PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(desc), new)))
+            }
+            None => Ok(unchanged()),
+        }
+    }
+}
+
+/// AFTER INSERT / AFTER UPDATE OF <match columns> FOR EACH STATEMENT on the target: one log row
+/// for the rows the BEFORE trigger filled.
+#[pg_trigger]
+fn target_statement_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
+    let name = rule_name(trigger);
+    let filled = PENDING.with(|p| p.borrow_mut().fills.remove(&name)).unwrap_or(0);
+    if filled == 0 {
+        return Ok(None);
+    }
+    let Some(rt) = apply::runtime(&name) else { return Ok(None) };
+    let role = unsafe { pg_sys::GetUserId() };
+    apply::with_spi(|| log::propagation(&rt, "fill", None, filled as i64, filled as i64, role));
+    Ok(None)
+}
