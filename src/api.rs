@@ -157,16 +157,21 @@ fn check_statements(rule: &Rule, source: &TableInfo, target: &TableInfo) {
     }
 }
 
+/// Drops the rule's triggers that still exist (a table may have been dropped meanwhile).
 fn drop_triggers(rule: &Rule) {
     for (suffix, side) in TRIGGER_SUFFIXES {
         let table = if side == 's' { &rule.source } else { &rule.target };
-        if catalog::lookup(table).is_some() {
-            Spi::run(&format!(
-                "DROP TRIGGER IF EXISTS {} ON {}",
-                ident(&trigger_name(&rule.name, suffix)),
-                table.sql()
-            ))
-            .expect("drop trigger");
+        let name = trigger_name(&rule.name, suffix);
+        let exists = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                            JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.tgrelid
+                            JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                            WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2
+                              AND t.tgname OPERATOR(pg_catalog.=) $3)",
+            &[table.schema.as_str().into(), table.name.as_str().into(), name.as_str().into()],
+        );
+        if exists == Ok(Some(true)) {
+            Spi::run(&format!("DROP TRIGGER {} ON {}", ident(&name), table.sql())).expect("drop trigger");
         }
     }
 }

@@ -276,8 +276,8 @@ impl<'a> Planner<'a> {
 }
 
 /// Suffixes of the triggers a rule installs, and on which side: `s` source, `t` target.
-pub const TRIGGER_SUFFIXES: [(&str, char); 6] =
-    [("sur", 's'), ("sus", 's'), ("sir", 's'), ("sis", 's'), ("tfi", 't'), ("tfu", 't')];
+pub const TRIGGER_SUFFIXES: [(&str, char); 8] =
+    [("sur", 's'), ("sus", 's'), ("sir", 's'), ("sis", 's'), ("tfi", 't'), ("tfu", 't'), ("tis", 't'), ("tus", 't')];
 
 pub fn trigger_name(rule: &str, suffix: &str) -> String {
     format!("data_sync_{rule}_{suffix}")
@@ -400,6 +400,12 @@ mod tests {
         };
         let t = p.triggers();
         assert_eq!(t.len(), TRIGGER_SUFFIXES.len());
+        // dropping a rule relies on TRIGGER_SUFFIXES naming every trigger it created, on its side
+        for (ddl, (suffix, side)) in t.iter().zip(TRIGGER_SUFFIXES) {
+            let table = if side == 's' { "\"public\".\"users\"" } else { "\"public\".\"lost_pets\"" };
+            assert!(ddl.starts_with(&format!("CREATE TRIGGER \"data_sync_r_{suffix}\" ")), "{ddl}");
+            assert!(ddl.contains(&format!(" ON {table} ")), "{ddl}");
+        }
         assert!(t[0].starts_with("CREATE TRIGGER \"data_sync_r_sur\" AFTER UPDATE OF \"id\", \"phone\" ON \"public\".\"users\" FOR EACH ROW WHEN ("));
         assert!(t[0].ends_with("EXECUTE FUNCTION data_sync.source_row_trigger('r')"));
         assert!(t[5].contains("BEFORE UPDATE OF \"owner_id\" ON \"public\".\"lost_pets\""));
