@@ -1,0 +1,118 @@
+-- Security: rules are defined by the owner of both tables; propagation runs as the target's
+-- owner, so a role that may only update the source still propagates and gains no access to the
+-- target; a role that owns neither table can neither define nor remove rules on them.
+BEGIN;
+CREATE EXTENSION data_sync;
+\set VERBOSITY terse
+CREATE ROLE ds_regress_owner;
+CREATE ROLE ds_regress_app;
+CREATE ROLE ds_regress_other;
+CREATE SCHEMA sec AUTHORIZATION ds_regress_owner;
+CREATE SCHEMA oth AUTHORIZATION ds_regress_other;
+-- Callers of data_sync's functions need USAGE on its schema (EXECUTE is PUBLIC). The app role
+-- calls none: it only writes the source table, and gets no privilege in schema data_sync at all.
+GRANT USAGE ON SCHEMA data_sync TO ds_regress_owner, ds_regress_other;
+GRANT USAGE ON SCHEMA sec TO ds_regress_app, ds_regress_other;
+
+SET ROLE ds_regress_owner;
+CREATE TABLE sec.users (id bigint PRIMARY KEY, phone text);
+CREATE TABLE sec.pets (id bigint PRIMARY KEY, owner_id bigint, contact_phone text);
+INSERT INTO sec.users VALUES (1, '111'), (2, '222');
+INSERT INTO sec.pets VALUES (10, 1, '111'), (11, 1, '111'), (20, 2, '222');
+GRANT SELECT, UPDATE ON sec.users TO ds_regress_app;
+
+-- 1. The owner of both tables defines the rule.
+SELECT * FROM data_sync.load_rules($$
+[[rule]]
+name = "phone"
+source = "sec.users"
+target = "sec.pets"
+match = { owner_id = "id" }
+set = { contact_phone = "phone" }
+$$);
+RESET ROLE;
+SELECT name, defined_by FROM data_sync.rules ORDER BY 1;
+SELECT tgname, tgrelid::regclass FROM pg_trigger WHERE tgname LIKE 'data_sync_%' ORDER BY 1;
+
+-- 2. The app role (SELECT, UPDATE on sec.users only) updates the source: it propagates.
+SET ROLE ds_regress_app;
+UPDATE sec.users SET phone = '999' WHERE id = 1;
+SELECT current_user;
+-- ...and the app role gained no access to the target or to data_sync's tables.
+SAVEPOINT s;
+SELECT * FROM sec.pets;
+ROLLBACK TO SAVEPOINT s;
+SAVEPOINT s;
+UPDATE sec.pets SET contact_phone = 'x';
+ROLLBACK TO SAVEPOINT s;
+SAVEPOINT s;
+SELECT count(*) FROM data_sync.sync_log;
+ROLLBACK TO SAVEPOINT s;
+RESET ROLE;
+SELECT * FROM sec.pets ORDER BY id;
+SELECT rule_name, operation, source_table, source_key, source_rows, target_table, rows_changed, status, role_name
+FROM data_sync.sync_log ORDER BY id;
+
+-- 3. A role that owns neither table cannot define rules on them...
+SET ROLE ds_regress_other;
+SAVEPOINT s;
+SELECT * FROM data_sync.load_rules($$
+[[rule]]
+name = "phone"
+source = "sec.users"
+target = "sec.pets"
+match = { owner_id = "id" }
+set = { contact_phone = "phone" }
+
+[[rule]]
+name = "steal"
+source = "sec.users"
+target = "sec.pets"
+match = { owner_id = "id" }
+set = { contact_phone = "phone" }
+$$);
+ROLLBACK TO SAVEPOINT s;
+-- (the error must name the rule being added, not another installed rule)
+SAVEPOINT s;
+SELECT * FROM data_sync.add_rule('steal', 'sec.users', 'sec.pets', '{"owner_id": "id"}', '{"contact_phone": "phone"}');
+ROLLBACK TO SAVEPOINT s;
+-- ...nor drop, disable or replace the owner's rule.
+SAVEPOINT s;
+SELECT * FROM data_sync.drop_rule('phone');
+ROLLBACK TO SAVEPOINT s;
+SAVEPOINT s;
+SELECT * FROM data_sync.disable_rule('phone');
+ROLLBACK TO SAVEPOINT s;
+SAVEPOINT s;
+SELECT * FROM data_sync.load_rules('');
+ROLLBACK TO SAVEPOINT s;
+-- ...nor change data_sync's catalog directly.
+SAVEPOINT s;
+DELETE FROM data_sync.rules;
+ROLLBACK TO SAVEPOINT s;
+SAVEPOINT s;
+INSERT INTO data_sync.rules (name, source_schema, source_table, target_schema, target_table,
+                             target_keys, source_keys, target_columns, source_columns)
+VALUES ('steal', 'sec', 'users', 'sec', 'pets', '{owner_id}', '{id}', '{contact_phone}', '{phone}');
+ROLLBACK TO SAVEPOINT s;
+RESET ROLE;
+-- nothing changed, and the rule still propagates
+SELECT name, defined_by, enabled FROM data_sync.rules ORDER BY 1;
+SELECT count(*) AS triggers FROM pg_trigger WHERE tgname LIKE 'data_sync_phone_%';
+SET ROLE ds_regress_app;
+UPDATE sec.users SET phone = '888' WHERE id = 2;
+RESET ROLE;
+SELECT * FROM sec.pets ORDER BY id;
+
+-- 4. The other role defines a rule on tables it owns, next to the owner's rule.
+SET ROLE ds_regress_other;
+CREATE TABLE oth.a (id bigint PRIMARY KEY, v text);
+CREATE TABLE oth.b (id bigint PRIMARY KEY, a_id bigint, v text);
+INSERT INTO oth.a VALUES (1, 'one');
+INSERT INTO oth.b VALUES (100, 1, NULL);
+SELECT * FROM data_sync.add_rule('mine', 'oth.a', 'oth.b', '{"a_id": "id"}', '{"v": "v"}');
+UPDATE oth.a SET v = 'uno';
+SELECT * FROM oth.b;
+RESET ROLE;
+SELECT name, defined_by FROM data_sync.rules ORDER BY 1;
+ROLLBACK;
