@@ -32,9 +32,10 @@ fn v(i: usize) -> String {
 
 /// `OPERATOR("schema".=)` for a column's type.
 fn eq_op(col: &ColumnInfo) -> String {
-    format!("OPERATOR({}.=)", ident(col.eq_schema.as_deref().unwrap_or("pg_catalog")))
+    op(col, "=")
 }
 
+/// `OPERATOR("schema".<symbol>)`, from the schema of the type's equality operator.
 fn op(col: &ColumnInfo, symbol: &str) -> String {
     format!("OPERATOR({}.{symbol})", ident(col.eq_schema.as_deref().unwrap_or("pg_catalog")))
 }
@@ -63,8 +64,6 @@ pub struct RulePlan {
     pub keys_after: String,
     /// Type OIDs of the source key columns, in parameter order.
     pub key_types: Vec<u32>,
-    /// Target columns set by `fill_lookup`, in its output order.
-    pub fill_columns: Vec<String>,
 }
 
 pub struct Planner<'a> {
@@ -164,11 +163,8 @@ impl<'a> Planner<'a> {
                 .enumerate()
                 .map(|(i, (p, c))| format!("s.{} {} u.u{}", ident(&p.source), eq_op(c), i + 1))
                 .collect();
-            let from = format!("ROWS FROM ({}) AS u({}) JOIN ", unnests.join(", "), names.join(", "));
-            // The ON condition goes into the source filter; an inner join with a WHERE is the same.
-            let rows = self.source_rows(&from, "");
-            let rows = rows.replacen(" AS s)", &format!(" AS s ON {})", on.join(" AND ")), 1);
-            self.update(rows)
+            let from = format!("ROWS FROM ({}) AS u({}), ", unnests.join(", "), names.join(", "));
+            self.update(self.source_rows(&from, &on.join(" AND ")))
         };
 
         let mut fill_lookup = format!(
@@ -215,7 +211,6 @@ impl<'a> Planner<'a> {
             keys_first,
             keys_after,
             key_types: key_cols.iter().map(|c| c.type_oid).collect(),
-            fill_columns: rule.copies.iter().map(|p| p.target.clone()).collect(),
         }
     }
 
@@ -355,7 +350,7 @@ mod tests {
         cat.insert("a.dst".into(), Ok(tbl("a", "dst", &[("r1", "bigint"), ("r2", "text"), ("v", "text")], &[])));
         let (_, plan) = planned(&rule_toml("r", "a.src", "a.dst", "r1 = \"k1\", r2 = \"k2\"", "v = \"v\""), &cat);
         assert!(
-            plan.flush_many.contains("FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(u1, u2) JOIN \"a\".\"src\" AS s ON s.\"k1\" OPERATOR(\"pg_catalog\".=) u.u1 AND s.\"k2\" OPERATOR(\"pg_catalog\".=) u.u2)"),
+            plan.flush_many.contains("FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(u1, u2), \"a\".\"src\" AS s WHERE s.\"k1\" OPERATOR(\"pg_catalog\".=) u.u1 AND s.\"k2\" OPERATOR(\"pg_catalog\".=) u.u2)"),
             "{}",
             plan.flush_many
         );
