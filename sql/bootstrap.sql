@@ -59,3 +59,11 @@ COMMENT ON TABLE data_sync.sync_log IS 'One row per rule per propagating stateme
 
 SELECT pg_catalog.pg_extension_config_dump('data_sync.rules', '');
 SELECT pg_catalog.pg_extension_config_dump('data_sync.entities', '');
+
+-- Privileges. The catalog tables are written only by data_sync's functions, which run those
+-- writes as the tables' owner after checking the caller owns the rules' tables. Everybody may
+-- call the functions (they check rights themselves: see README "Security") and read the rule
+-- definitions, as everybody may read pg_trigger. The sync log holds source keys: it stays
+-- private to its owner, who may GRANT SELECT on it.
+GRANT USAGE ON SCHEMA data_sync TO PUBLIC;
+GRANT SELECT ON data_sync.rules, data_sync.entities TO PUBLIC;

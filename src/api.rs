@@ -29,7 +29,7 @@ pub fn register_gucs() {
 }
 
 fn reject(message: &str) -> ! {
-    let code = if message.contains("must be owner") {
+    let code = if message.contains("must be owner") || message.contains("permission denied") {
         PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
     } else {
         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
@@ -66,33 +66,44 @@ fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -
         .iter()
         .map(|s| (s.name.as_str(), (cat[&s.source].as_ref().unwrap(), cat[&s.target].as_ref().unwrap())))
         .collect();
-    // 3. let the server parse every statement, which checks the `where` predicates
-    for rule in &rules {
+
+    // 3. what changes, and whether the caller may change it: only the rules a change touches
+    //    are checked, so other roles' installed rules never stand in the way
+    let installed = catalog::installed_rules();
+    let touched: Vec<&Rule> = rules.iter().filter(|r| !installed.contains(r)).collect();
+    let gone: Vec<&Rule> = installed.iter().filter(|r| !rules.contains(r)).collect();
+    for rule in &touched {
         let (source, target) = infos[rule.name.as_str()];
+        let label = format!("rule \"{}\"", rule.name);
+        validate::require_owner(&label, "source table", source).unwrap_or_else(|e| reject(&e.message));
+        validate::require_owner(&label, "target table", target).unwrap_or_else(|e| reject(&e.message));
+    }
+    for old in &gone {
+        require_ownership_of(old);
+    }
+    // 4. let the server check what the core cannot: the `where` predicates, every statement,
+    //    and that the target's owner (who propagation runs as) may read the source
+    for rule in &touched {
+        let (source, target) = infos[rule.name.as_str()];
+        check_where(rule);
         check_statements(rule, source, target);
+        check_target_owner_reads_source(rule, source, target);
     }
 
-    // 4. apply the difference
+    // 5. apply the difference
     let mut summary = Vec::new();
-    let installed = catalog::installed_rules();
     for old in &installed {
-        let new = rules.iter().find(|r| r.name == old.name);
-        if new == Some(old) {
+        if !gone.contains(&old) {
             summary.push(("rule".into(), old.name.clone(), "unchanged".into()));
             continue;
         }
-        require_ownership_of(old);
         drop_triggers(old);
         catalog::delete_rule(&old.name);
-        if new.is_none() {
+        if !rules.iter().any(|r| r.name == old.name) {
             summary.push(("rule".into(), old.name.clone(), "removed".into()));
         }
     }
-    for rule in &rules {
-        let old = installed.iter().find(|r| r.name == rule.name);
-        if old == Some(rule) {
-            continue;
-        }
+    for rule in touched {
         catalog::insert_rule(rule);
         if rule.enabled {
             let (source, target) = infos[rule.name.as_str()];
@@ -100,7 +111,7 @@ fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -
                 Spi::run(&ddl).unwrap_or_else(|e| reject(&format!("rule \"{}\": {e}", rule.name)));
             }
         }
-        let action = if old.is_some() { "changed" } else { "added" };
+        let action = if installed.iter().any(|r| r.name == rule.name) { "changed" } else { "added" };
         summary.push(("rule".into(), rule.name.clone(), action.into()));
     }
     if let Some(entities) = entities {
@@ -120,6 +131,85 @@ fn require_ownership_of(rule: &Rule) {
                     rule.name, table
                 ));
             }
+        }
+    }
+}
+
+/// A `where` predicate is pasted into the generated statements inside parentheses, so it must
+/// be exactly one expression: `status = 'lost') OR (true` would otherwise escape them and make
+/// the rule rewrite every target row. The server's own grammar decides what one expression is.
+fn check_where(rule: &Rule) {
+    let Some(predicate) = &rule.where_clause else {
+        return;
+    };
+    let label = format!("rule \"{}\": where", rule.name);
+    let Ok(sql) = std::ffi::CString::new(format!("SELECT {predicate}")) else {
+        reject(&format!("{label}: contains a NUL character"));
+    };
+    match subxact::try_catch(|| unsafe { is_single_expression(&sql) }) {
+        Ok(true) => {}
+        Ok(false) => reject(&format!("{label}: must be a single SQL expression over the target's columns")),
+        Err(message) => reject(&format!("{label}: {message}")),
+    }
+}
+
+/// Whether `sql` parses as `SELECT <one expression>` and nothing else.
+unsafe fn is_single_expression(sql: &std::ffi::CStr) -> bool {
+    let statements = pg_sys::raw_parser(sql.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+    if statements.is_null() || (*statements).length != 1 {
+        return false;
+    }
+    let raw = (*(*statements).elements).ptr_value as *mut pg_sys::RawStmt;
+    let node = (*raw).stmt;
+    if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_SelectStmt {
+        return false;
+    }
+    let select = &*(node as *mut pg_sys::SelectStmt);
+    let bare = select.distinctClause.is_null()
+        && select.intoClause.is_null()
+        && select.fromClause.is_null()
+        && select.whereClause.is_null()
+        && select.groupClause.is_null()
+        && select.havingClause.is_null()
+        && select.windowClause.is_null()
+        && select.valuesLists.is_null()
+        && select.sortClause.is_null()
+        && select.limitOffset.is_null()
+        && select.limitCount.is_null()
+        && select.lockingClause.is_null()
+        && select.withClause.is_null()
+        && select.op == pg_sys::SetOperation::SETOP_NONE;
+    if !bare || select.targetList.is_null() || (*select.targetList).length != 1 {
+        return false;
+    }
+    let target = (*(*select.targetList).elements).ptr_value as *mut pg_sys::ResTarget;
+    (*target).name.is_null()
+}
+
+/// Propagation runs as the target's owner, who must be able to read the source columns it
+/// joins on and copies; refusing the rule now beats a permission error on every write later.
+fn check_target_owner_reads_source(rule: &Rule, source: &TableInfo, target: &TableInfo) {
+    let columns = rule.keys.iter().chain(&rule.copies).map(|p| p.source.as_str());
+    for column in columns {
+        let allowed = Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.has_column_privilege(c.relowner, $2, $3, 'SELECT')
+             FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
+            &[Oid::from(target.oid).into(), Oid::from(source.oid).into(), column.into()],
+        );
+        if allowed != Ok(Some(true)) {
+            let owner = Spi::get_one_with_args::<String>(
+                "SELECT pg_catalog.pg_get_userbyid(relowner)::text FROM pg_catalog.pg_class
+                 WHERE oid OPERATOR(pg_catalog.=) $1",
+                &[Oid::from(target.oid).into()],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+            reject(&format!(
+                "rule \"{}\": permission denied: role \"{owner}\", owner of target table {}, cannot read {}.{}; \
+                 propagation runs as the target's owner (GRANT SELECT first)",
+                rule.name, target.name, source.name, column
+            ));
         }
     }
 }
@@ -185,6 +275,12 @@ fn apply_entities(entities: &[Entity], cat: &Catalog) -> Vec<(String, String, St
             summary.push(("entity".into(), old.name.clone(), "unchanged".into()));
             continue;
         }
+        if catalog::lookup(&old.table).is_some_and(|t| !t.caller_owns) {
+            reject(&format!(
+                "entity \"{}\": must be owner of table {} to change or remove the entity",
+                old.name, old.table
+            ));
+        }
         Spi::run(&format!("DROP FUNCTION IF EXISTS {}.{}", ident(&old.table.schema), ident(&old.function_name())))
             .expect("drop entity function");
         catalog::delete_entity(&old.name);
@@ -198,6 +294,8 @@ fn apply_entities(entities: &[Entity], cat: &Catalog) -> Vec<(String, String, St
             continue;
         }
         let info = cat.values().flatten().find(|t| t.name == entity.table).expect("entity table resolved");
+        validate::require_owner(&format!("entity \"{}\"", entity.name), "table", info)
+            .unwrap_or_else(|e| reject(&e.message));
         let key_type = info.column(&entity.key).expect("validated key").type_oid;
         let key_type =
             Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regtype::text", &[Oid::from(key_type).into()])
@@ -262,21 +360,28 @@ fn load_rules(
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn add_rule(
-    name: &str,
-    source: &str,
-    target: &str,
-    match_columns: JsonB,
-    set_columns: JsonB,
+    name: Option<&str>,
+    source: Option<&str>,
+    target: Option<&str>,
+    match_columns: Option<JsonB>,
+    set_columns: Option<JsonB>,
     where_clause: default!(Option<&str>, "NULL"),
 ) -> TableIterator<'static, (name!(kind, String), name!(name, String), name!(action, String))> {
-    let spec = rules::parse_rule_json(serde_json::json!({
-        "name": name, "source": source, "target": target,
-        "match": match_columns.0, "set": set_columns.0, "where": where_clause,
-    }))
+    let spec = rules::rule_from_args(rules::RuleArgs {
+        name,
+        source,
+        target,
+        match_columns: match_columns.map(|j| j.0),
+        set_columns: set_columns.map(|j| j.0),
+        where_clause,
+    })
     .unwrap_or_else(|e| reject(&e.message));
     let mut specs = installed_specs();
     if specs.iter().any(|s| s.name == spec.name) {
-        reject(&format!("rule \"{name}\": already exists (drop it first, or use load_rules to replace the set)"));
+        reject(&format!(
+            "rule \"{}\": already exists (drop it first, or use load_rules to replace the set)",
+            spec.name
+        ));
     }
     specs.push(spec);
     TableIterator::new(apply_rule_set(specs, None).into_iter().filter(|r| r.2 != "unchanged"))
@@ -322,7 +427,45 @@ fn disable_rule(
     change_rule(name, |specs, i| specs[i].enabled = false)
 }
 
-fn enabled_runtimes(rule_name: Option<&str>) -> Vec<std::rc::Rc<RuleRuntime>> {
+/// What a caller wants to do with rules through data_sync's functions.
+#[derive(Clone, Copy)]
+enum Access {
+    /// Re-apply rules: allowed to whoever may UPDATE the source or the target table, since a
+    /// writer of either side can already cause (or undo) the same propagation.
+    Sync,
+    /// Count drift: reveals something about both tables, so needs SELECT on both.
+    Check,
+}
+
+fn require_access(rule: &Rule, source: &TableInfo, target: &TableInfo, access: Access) {
+    let has = |table: &TableInfo, privilege: &str| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.has_table_privilege($1, $2)",
+            &[Oid::from(table.oid).into(), privilege.into()],
+        ) == Ok(Some(true))
+    };
+    let (allowed, needs) = match access {
+        Access::Sync => (
+            has(source, "UPDATE") || has(target, "UPDATE"),
+            format!("re-syncing needs UPDATE privilege on {} or {}", source.name, target.name),
+        ),
+        Access::Check => (
+            has(source, "SELECT") && has(target, "SELECT"),
+            format!("checking needs SELECT privilege on {} and {}", source.name, target.name),
+        ),
+    };
+    if !allowed {
+        reject(&format!("rule \"{}\": permission denied: {needs}", rule.name));
+    }
+}
+
+/// The runtimes of the enabled rules a call is about (one by name, or all that `wanted`
+/// selects), after checking the caller may do `access` with each of them.
+fn enabled_runtimes(
+    rule_name: Option<&str>,
+    access: Access,
+    wanted: impl Fn(&Rule) -> bool,
+) -> Vec<std::rc::Rc<RuleRuntime>> {
     let rules = catalog::installed_rules();
     if let Some(name) = rule_name {
         match rules.iter().find(|r| r.name == name) {
@@ -333,10 +476,12 @@ fn enabled_runtimes(rule_name: Option<&str>) -> Vec<std::rc::Rc<RuleRuntime>> {
     }
     rules
         .iter()
-        .filter(|r| r.enabled && rule_name.is_none_or(|n| n == r.name))
+        .filter(|r| r.enabled && rule_name.is_none_or(|n| n == r.name) && wanted(r))
         .map(|r| {
-            apply::runtime(&r.name)
-                .unwrap_or_else(|| reject(&format!("rule \"{}\": its tables or columns no longer exist", r.name)))
+            let rt = apply::runtime(&r.name)
+                .unwrap_or_else(|| reject(&format!("rule \"{}\": its tables or columns no longer exist", r.name)));
+            require_access(&rt.rule, &rt.source, &rt.target, access);
+            rt
         })
         .collect()
 }
@@ -370,7 +515,7 @@ unsafe fn result_keys() -> (Vec<Vec<Datum>>, *mut pg_sys::SPITupleTable) {
 fn sync_all(rule_name: default!(Option<&str>, "NULL")) -> i64 {
     let batch = BATCH_SIZE.get() as i64;
     let mut total = 0i64;
-    for rt in enabled_runtimes(rule_name) {
+    for rt in enabled_runtimes(rule_name, Access::Sync, |_| true) {
         apply::with_spi(|| unsafe {
             let mut previous: Option<(Vec<Datum>, *mut pg_sys::SPITupleTable)> = None;
             loop {
@@ -420,7 +565,7 @@ fn sync_entity(entity: &str, key: AnyElement) -> i64 {
     };
     let batch = BATCH_SIZE.get() as usize;
     let mut total = 0i64;
-    for rt in enabled_runtimes(None).into_iter().filter(|rt| rt.rule.source == ent.table) {
+    for rt in enabled_runtimes(None, Access::Sync, |r| r.source == ent.table) {
         let Some(column) = rt.source.column(&ent.key) else {
             reject(&format!("entity \"{entity}\": key column \"{}\" no longer exists", ent.key));
         };
@@ -449,7 +594,7 @@ fn check(
     rule_name: default!(Option<&str>, "NULL"),
 ) -> TableIterator<'static, (name!(rule_name, String), name!(target_table, String), name!(drifted_rows, i64))> {
     let mut out = Vec::new();
-    for rt in enabled_runtimes(rule_name) {
+    for rt in enabled_runtimes(rule_name, Access::Check, |_| true) {
         let drifted = apply::with_spi(|| unsafe {
             apply::as_role(rt.target_owner, || rt.execute("check", &rt.plan.check, &[], &[], &[]));
             let table = pg_sys::SPI_tuptable;

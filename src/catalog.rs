@@ -50,8 +50,8 @@ pub fn lookup(name: &TableName) -> Option<TableInfo> {
             row_type_oid: row_type.to_u32(),
             is_table,
             caller_owns,
-            columns: columns(&client, oid),
-            unique_keys: unique_keys(&client, oid),
+            columns: columns(client, oid),
+            unique_keys: unique_keys(client, oid),
         })
     })
 }
@@ -123,19 +123,33 @@ fn unique_keys(client: &SpiClient<'_>, rel: pg_sys::Oid) -> Vec<Vec<String>> {
     rows.into_iter().filter_map(|r| r.get::<Vec<String>>(1).ok().flatten()).collect()
 }
 
+/// Runs `f` as the owner of data_sync's catalog tables. Nobody else may read or write them
+/// directly; the SQL functions check the caller's rights on the rules' tables instead, and
+/// triggers fired by any writer must be able to read the rule they serve.
+fn as_catalog_owner<T>(f: impl FnOnce() -> T) -> T {
+    let owner = Spi::get_one::<pg_sys::Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) 'data_sync.rules'::pg_catalog.regclass",
+    )
+    .expect("data_sync.rules exists")
+    .expect("data_sync.rules has an owner");
+    crate::apply::as_role(owner, f)
+}
+
 /// The installed rules, in name order.
 pub fn installed_rules() -> Vec<Rule> {
-    Spi::connect(|client| {
-        let rows = client
-            .select(
-                "SELECT name, source_schema::text, source_table::text, target_schema::text, target_table::text,
+    as_catalog_owner(|| {
+        Spi::connect(|client| {
+            let rows = client
+                .select(
+                    "SELECT name, source_schema::text, source_table::text, target_schema::text, target_table::text,
                         target_keys, source_keys, target_columns, source_columns, where_clause, enabled
                  FROM data_sync.rules ORDER BY name",
-                None,
-                &[],
-            )
-            .expect("data_sync.rules is readable");
-        rows.into_iter().map(|r| rule_from_row(&r)).collect()
+                    None,
+                    &[],
+                )
+                .expect("data_sync.rules is readable");
+            rows.into_iter().map(|r| rule_from_row(&r)).collect()
+        })
     })
 }
 
@@ -163,66 +177,80 @@ fn rule_from_row(r: &pgrx::spi::SpiHeapTupleData<'_>) -> Rule {
 pub fn insert_rule(rule: &Rule) {
     let (tk, sk): (Vec<String>, Vec<String>) = rule.keys.iter().map(|p| (p.target.clone(), p.source.clone())).unzip();
     let (tc, sc): (Vec<String>, Vec<String>) = rule.copies.iter().map(|p| (p.target.clone(), p.source.clone())).unzip();
-    Spi::run_with_args(
-        "INSERT INTO data_sync.rules (name, source_schema, source_table, target_schema, target_table,
-                                      target_keys, source_keys, target_columns, source_columns, where_clause, enabled)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        &[
-            rule.name.as_str().into(),
-            rule.source.schema.as_str().into(),
-            rule.source.name.as_str().into(),
-            rule.target.schema.as_str().into(),
-            rule.target.name.as_str().into(),
-            tk.into(),
-            sk.into(),
-            tc.into(),
-            sc.into(),
-            rule.where_clause.clone().into(),
-            rule.enabled.into(),
-        ],
-    )
+    // the role defining the rule, not the catalog owner it is written as
+    let defined_by = Spi::get_one::<String>("SELECT CURRENT_USER::text").expect("current_user").expect("a user");
+    as_catalog_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO data_sync.rules (name, source_schema, source_table, target_schema, target_table,
+                                      target_keys, source_keys, target_columns, source_columns, where_clause, enabled,
+                                      defined_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            &[
+                rule.name.as_str().into(),
+                rule.source.schema.as_str().into(),
+                rule.source.name.as_str().into(),
+                rule.target.schema.as_str().into(),
+                rule.target.name.as_str().into(),
+                tk.into(),
+                sk.into(),
+                tc.into(),
+                sc.into(),
+                rule.where_clause.clone().into(),
+                rule.enabled.into(),
+                defined_by.into(),
+            ],
+        )
+    })
     .expect("insert into data_sync.rules");
 }
 
 pub fn delete_rule(name: &str) {
-    Spi::run_with_args("DELETE FROM data_sync.rules WHERE name OPERATOR(pg_catalog.=) $1", &[name.into()])
-        .expect("delete from data_sync.rules");
+    as_catalog_owner(|| {
+        Spi::run_with_args("DELETE FROM data_sync.rules WHERE name OPERATOR(pg_catalog.=) $1", &[name.into()])
+    })
+    .expect("delete from data_sync.rules");
 }
 
 pub fn installed_entities() -> Vec<Entity> {
-    Spi::connect(|client| {
-        let rows = client
+    as_catalog_owner(|| {
+        Spi::connect(|client| {
+            let rows = client
             .select(
                 "SELECT name, table_schema::text, table_name::text, key_column FROM data_sync.entities ORDER BY name",
                 None,
                 &[],
             )
             .expect("data_sync.entities is readable");
-        rows.into_iter()
-            .map(|r| Entity {
-                name: r.get(1).unwrap().unwrap(),
-                table: TableName::new(r.get::<String>(2).unwrap().unwrap(), r.get::<String>(3).unwrap().unwrap()),
-                key: r.get(4).unwrap().unwrap(),
-            })
-            .collect()
+            rows.into_iter()
+                .map(|r| Entity {
+                    name: r.get(1).unwrap().unwrap(),
+                    table: TableName::new(r.get::<String>(2).unwrap().unwrap(), r.get::<String>(3).unwrap().unwrap()),
+                    key: r.get(4).unwrap().unwrap(),
+                })
+                .collect()
+        })
     })
 }
 
 pub fn insert_entity(entity: &Entity) {
-    Spi::run_with_args(
-        "INSERT INTO data_sync.entities (name, table_schema, table_name, key_column, function_schema)
-         VALUES ($1, $2, $3, $4, $2)",
-        &[
-            entity.name.as_str().into(),
-            entity.table.schema.as_str().into(),
-            entity.table.name.as_str().into(),
-            entity.key.as_str().into(),
-        ],
-    )
+    as_catalog_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO data_sync.entities (name, table_schema, table_name, key_column, function_schema)
+             VALUES ($1, $2, $3, $4, $2)",
+            &[
+                entity.name.as_str().into(),
+                entity.table.schema.as_str().into(),
+                entity.table.name.as_str().into(),
+                entity.key.as_str().into(),
+            ],
+        )
+    })
     .expect("insert into data_sync.entities");
 }
 
 pub fn delete_entity(name: &str) {
-    Spi::run_with_args("DELETE FROM data_sync.entities WHERE name OPERATOR(pg_catalog.=) $1", &[name.into()])
-        .expect("delete from data_sync.entities");
+    as_catalog_owner(|| {
+        Spi::run_with_args("DELETE FROM data_sync.entities WHERE name OPERATOR(pg_catalog.=) $1", &[name.into()])
+    })
+    .expect("delete from data_sync.entities");
 }

@@ -105,16 +105,50 @@ pub fn parse_document(text: &str) -> Result<Document, Error> {
     Ok(doc)
 }
 
-/// Parses one rule given as JSON (the `data_sync.add_rule` arguments assembled by the shell).
-pub fn parse_rule_json(value: serde_json::Value) -> Result<RuleSpec, Error> {
-    let label = value
-        .get("name")
-        .and_then(|n| n.as_str())
-        .map(|n| format!("rule \"{n}\""))
-        .unwrap_or_else(|| "rule".to_string());
-    let spec: RuleSpec = serde_json::from_value(value).map_err(|e| Error::new(format!("{label}: {e}")))?;
-    check_rule_name(&spec.name)?;
-    Ok(spec)
+/// The arguments of `data_sync.add_rule`, any of which SQL may pass as NULL.
+#[derive(Debug, Default)]
+pub struct RuleArgs<'a> {
+    pub name: Option<&'a str>,
+    pub source: Option<&'a str>,
+    pub target: Option<&'a str>,
+    pub match_columns: Option<serde_json::Value>,
+    pub set_columns: Option<serde_json::Value>,
+    pub where_clause: Option<&'a str>,
+}
+
+/// Builds one rule from `data_sync.add_rule`'s arguments; errors name the rule and the
+/// argument, as `load_rules` names the rule and the key.
+pub fn rule_from_args(args: RuleArgs<'_>) -> Result<RuleSpec, Error> {
+    let name = args.name.ok_or_else(|| Error::new("rule: name must not be NULL"))?;
+    check_rule_name(name)?;
+    let label = format!("rule \"{name}\"");
+    let required = |value: Option<&str>, field: &str| -> Result<String, Error> {
+        value.map(str::to_string).ok_or_else(|| Error::new(format!("{label}: {field} must not be NULL")))
+    };
+    let columns = |value: Option<serde_json::Value>, field: &str| -> Result<BTreeMap<String, String>, Error> {
+        let shape = "a JSON object of \"target column\": \"source column\" strings";
+        let value = value.ok_or_else(|| Error::new(format!("{label}: {field} must not be NULL (expected {shape})")))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(Error::new(format!("{label}: {field}: expected {shape}, got {value}")));
+        };
+        map.into_iter()
+            .map(|(target, source)| match source {
+                serde_json::Value::String(source) => Ok((target, source)),
+                other => Err(Error::new(format!(
+                    "{label}: {field}.{target}: expected a source column name (a JSON string), got {other}"
+                ))),
+            })
+            .collect()
+    };
+    Ok(RuleSpec {
+        name: name.to_string(),
+        source: required(args.source, "source")?,
+        target: required(args.target, "target")?,
+        match_columns: columns(args.match_columns, "match")?,
+        set: columns(args.set_columns, "set")?,
+        where_clause: args.where_clause.map(str::to_string),
+        enabled: true,
+    })
 }
 
 fn clean(e: impl std::fmt::Display) -> String {
@@ -244,14 +278,27 @@ set = { contact_phone = "phone" }
     }
 
     #[test]
-    fn rule_from_json() {
-        let spec = parse_rule_json(serde_json::json!({
-            "name": "r", "source": "public.a", "target": "public.b",
-            "match": {"a_id": "id"}, "set": {"x": "y"}, "where": null
-        }))
-        .unwrap();
-        assert_eq!(spec.set["x"], "y");
-        let err = parse_rule_json(serde_json::json!({"name": "r", "source": 1})).unwrap_err();
-        assert!(err.message.starts_with("rule \"r\""), "{}", err.message);
+    fn rule_from_sql_arguments() {
+        let args = || RuleArgs {
+            name: Some("r"),
+            source: Some("public.a"),
+            target: Some("public.b"),
+            match_columns: Some(serde_json::json!({"a_id": "id"})),
+            set_columns: Some(serde_json::json!({"x": "y"})),
+            where_clause: None,
+        };
+        let spec = rule_from_args(args()).unwrap();
+        assert_eq!((spec.match_columns["a_id"].as_str(), spec.set["x"].as_str()), ("id", "y"));
+        let message = |a: RuleArgs| rule_from_args(a).unwrap_err().message;
+        assert_eq!(
+            message(RuleArgs { set_columns: Some(serde_json::json!({"a": 1})), ..args() }),
+            "rule \"r\": set.a: expected a source column name (a JSON string), got 1"
+        );
+        assert!(message(RuleArgs { match_columns: Some(serde_json::json!(["a", "b"])), ..args() })
+            .starts_with("rule \"r\": match: expected a JSON object"));
+        assert!(message(RuleArgs { set_columns: None, ..args() }).starts_with("rule \"r\": set must not be NULL"));
+        assert_eq!(message(RuleArgs { source: None, ..args() }), "rule \"r\": source must not be NULL");
+        assert_eq!(message(RuleArgs { name: None, ..args() }), "rule: name must not be NULL");
+        assert!(message(RuleArgs { name: Some("Bad"), ..args() }).contains("invalid name"));
     }
 }

@@ -9,9 +9,14 @@ CREATE ROLE ds_regress_app;
 CREATE ROLE ds_regress_other;
 CREATE SCHEMA sec AUTHORIZATION ds_regress_owner;
 CREATE SCHEMA oth AUTHORIZATION ds_regress_other;
--- Callers of data_sync's functions need USAGE on its schema (EXECUTE is PUBLIC). The app role
--- calls none: it only writes the source table, and gets no privilege in schema data_sync at all.
-GRANT USAGE ON SCHEMA data_sync TO ds_regress_owner, ds_regress_other;
+-- Everybody may use schema data_sync and call its functions (they check rights themselves) and
+-- read the rule definitions; nobody but the owner may write the catalog or read the sync log.
+SELECT p.grantee::regrole, p.privilege_type
+FROM pg_namespace n, aclexplode(n.nspacl) p
+WHERE n.nspname = 'data_sync' AND p.grantee <> n.nspowner ORDER BY 1, 2;
+SELECT c.relname, p.grantee::regrole, p.privilege_type
+FROM pg_class c, aclexplode(c.relacl) p
+WHERE c.relnamespace = 'data_sync'::regnamespace AND p.grantee <> c.relowner ORDER BY 1, 2, 3;
 GRANT USAGE ON SCHEMA sec TO ds_regress_app, ds_regress_other;
 
 SET ROLE ds_regress_owner;
@@ -23,6 +28,10 @@ GRANT SELECT, UPDATE ON sec.users TO ds_regress_app;
 
 -- 1. The owner of both tables defines the rule.
 SELECT * FROM data_sync.load_rules($$
+[entity.user]
+table = "sec.users"
+key = "id"
+
 [[rule]]
 name = "phone"
 source = "sec.users"
@@ -47,6 +56,13 @@ UPDATE sec.pets SET contact_phone = 'x';
 ROLLBACK TO SAVEPOINT s;
 SAVEPOINT s;
 SELECT count(*) FROM data_sync.sync_log;
+ROLLBACK TO SAVEPOINT s;
+-- It may read the rule definitions, and re-sync rules it could cause by writing the source...
+SELECT name, source_table, target_table FROM data_sync.rules;
+SELECT sec.sync_all_user_data(1), data_sync.sync_all('phone');
+-- ...but not count drift in a table it cannot read.
+SAVEPOINT s;
+SELECT * FROM data_sync.check('phone');
 ROLLBACK TO SAVEPOINT s;
 RESET ROLE;
 SELECT * FROM sec.pets ORDER BY id;
@@ -95,6 +111,13 @@ INSERT INTO data_sync.rules (name, source_schema, source_table, target_schema, t
                              target_keys, source_keys, target_columns, source_columns)
 VALUES ('steal', 'sec', 'users', 'sec', 'pets', '{owner_id}', '{id}', '{contact_phone}', '{phone}');
 ROLLBACK TO SAVEPOINT s;
+-- ...nor re-sync or check rules over tables it may not write or read.
+SAVEPOINT s;
+SELECT data_sync.sync_all();
+ROLLBACK TO SAVEPOINT s;
+SAVEPOINT s;
+SELECT * FROM data_sync.check();
+ROLLBACK TO SAVEPOINT s;
 RESET ROLE;
 -- nothing changed, and the rule still propagates
 SELECT name, defined_by, enabled FROM data_sync.rules ORDER BY 1;
@@ -115,4 +138,20 @@ UPDATE oth.a SET v = 'uno';
 SELECT * FROM oth.b;
 RESET ROLE;
 SELECT name, defined_by FROM data_sync.rules ORDER BY 1;
+
+-- 5. Propagation runs as the target's owner, so a rule whose target owner cannot read the
+--    source is refused up front, even for a superuser, instead of failing on every write.
+SET ROLE ds_regress_other;
+CREATE TABLE oth.c (id bigint PRIMARY KEY, user_id bigint, phone text);
+INSERT INTO oth.c VALUES (1, 1, NULL);
+RESET ROLE;
+SAVEPOINT s;
+SELECT * FROM data_sync.add_rule('cross', 'sec.users', 'oth.c', '{"user_id": "id"}', '{"phone": "phone"}');
+ROLLBACK TO SAVEPOINT s;
+GRANT SELECT (id, phone) ON sec.users TO ds_regress_other;
+SELECT * FROM data_sync.add_rule('cross', 'sec.users', 'oth.c', '{"user_id": "id"}', '{"phone": "phone"}');
+SET ROLE ds_regress_app;
+UPDATE sec.users SET phone = '777' WHERE id = 1;
+RESET ROLE;
+SELECT * FROM oth.c;
 ROLLBACK;
