@@ -10,7 +10,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 DATA_SYNC_DEMO_DIR ?= /tmp/data_sync_demo
 PGRX_TEST_DIR ?= /tmp/data_sync_pgrx
 
-.PHONY: deps install demo demo-stop unit pgrx-test regress test fmt-check clippy
+.PHONY: deps install demo demo-stop unit pgrx-test regress tap test fmt-check clippy
 
 deps:
 	scripts/install-deps.sh
@@ -38,11 +38,16 @@ pgrx-test: deps
 regress: install
 	scripts/regress.sh
 
+# Perl TAP tests (PostgreSQL::Test::Cluster): dump/restore and other multi-cluster scenarios.
+tap: install
+	scripts/tap.sh
+
 # Sequential on purpose (also under make -j): cheapest first, stop on first failure.
 test:
 	$(MAKE) unit
 	$(MAKE) pgrx-test
 	$(MAKE) regress
+	$(MAKE) tap
 
 fmt-check:
 	cargo fmt --all -- --check

@@ -8,11 +8,13 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 CARGO_PGRX_VERSION=0.18.0
 # PostgreSQL 15 + headers (pgrx bindgen), pgTAP, clang for bindgen, sudo for
 # `cargo pgrx test --runas postgres`. The C toolchain, pkg-config and OpenSSL
-# headers are needed by `cargo install cargo-pgrx` on a fresh machine.
+# headers are needed by `cargo install cargo-pgrx` on a fresh machine; IPC::Run by
+# PostgreSQL's Perl TAP modules (tests/tap).
 APT_PACKAGES=(
     postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
     libclang-dev clang sudo
     build-essential pkg-config libssl-dev
+    libipc-run-perl
 )
 
 # cargo lives in ~/.cargo/bin, which is not always on PATH (e.g. under make/sudo).

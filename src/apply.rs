@@ -293,3 +293,32 @@ pub fn with_spi<T>(f: impl FnOnce() -> T) -> T {
     }
     result
 }
+
+/// Runs `f`, re-raising any error with the rule and the target named (SQLSTATE, detail and
+/// hint kept), so a failing write says which propagation failed and why. The transaction is
+/// aborting anyway; this only adds context.
+pub fn naming_rule<T>(rt: &RuleRuntime, what: &str, f: impl FnOnce() -> T) -> T {
+    let rule = rt.rule.name.as_str();
+    let target = rt.rule.target.to_string();
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+        .catch_others(|caught| {
+            let report = match &caught {
+                pg_sys::panic::CaughtError::PostgresError(e) | pg_sys::panic::CaughtError::ErrorReport(e) => e,
+                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport,
+            };
+            let mut error = pg_sys::panic::ErrorReport::new(
+                report.sql_error_code(),
+                format!("data_sync: rule \"{rule}\": {what} {target} failed: {}", report.message()),
+                "data_sync",
+            );
+            if let Some(detail) = report.detail() {
+                error = error.set_detail(detail.to_string());
+            }
+            if let Some(hint) = report.hint() {
+                error = error.set_hint(hint.to_string());
+            }
+            error.report(PgLogLevel::ERROR);
+            unreachable!("ereport(ERROR) does not return")
+        })
+        .execute()
+}

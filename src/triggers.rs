@@ -144,7 +144,7 @@ fn source_statement_trigger<'a>(
 pub fn propagate(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
     let role = unsafe { pg_sys::GetUserId() };
     apply::with_spi(|| {
-        let changed = apply::as_role(rt.target_owner, || rt.flush(keys));
+        let changed = apply::naming_rule(rt, "propagation to", || apply::as_role(rt.target_owner, || rt.flush(keys)));
         let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
         log::propagation(rt, operation, key, keys.len() as i64, changed as i64, role);
         changed
@@ -174,8 +174,10 @@ fn target_fill_trigger<'a>(
         }
         let caller_context = pg_sys::CurrentMemoryContext;
         let filled = apply::with_spi(|| {
-            let found = apply::as_role(rt.target_owner, || {
-                rt.execute("fill_lookup", &rt.plan.fill_lookup, &types, &args, &vec![false; args.len()])
+            let found = apply::naming_rule(&rt, "filling a row of", || {
+                apply::as_role(rt.target_owner, || {
+                    rt.execute("fill_lookup", &rt.plan.fill_lookup, &types, &args, &vec![false; args.len()])
+                })
             });
             if found == 0 {
                 return None;
