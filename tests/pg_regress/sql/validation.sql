@@ -310,6 +310,15 @@ ROLLBACK TO SAVEPOINT s;
 SELECT to_regclass('val.pets') AS pets_still_there;
 SELECT * FROM installed ORDER BY 1, 2;
 
+-- ...while one expression with a trailing comment, or with its own parentheses and a subquery, is fine
+-- (both taken back in the same savepoint).
+SAVEPOINT s;
+SELECT * FROM data_sync.add_rule('open_only', 'val.users', 'val.pets', '{"owner_id": "id"}',
+    '{"contact_phone": "phone"}', $$status = 'lost' -- only open reports$$);
+SELECT * FROM data_sync.add_rule('open_only_2', 'val.a', 'val.b', '{"a_id": "id"}', '{"y": "x"}',
+    $$(y IS NULL) OR (id IN (SELECT p.id FROM val.pets p WHERE p.status = 'lost'))$$);
+UPDATE val.users SET phone = phone || '!';
+ROLLBACK TO SAVEPOINT s;
 -- 14. add_rule with a name that is already installed.
 SAVEPOINT s;
 SELECT * FROM data_sync.add_rule('phone', 'val.users', 'val.pets', '{"owner_id": "id"}', '{"contact_phone": "phone"}');
