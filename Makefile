@@ -10,7 +10,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 DATA_SYNC_DEMO_DIR ?= /tmp/data_sync_demo
 PGRX_TEST_DIR ?= /tmp/data_sync_pgrx
 
-.PHONY: deps install demo demo-stop unit pgrx-test regress tap test fmt-check clippy
+.PHONY: deps install demo demo-stop unit pgrx-test regress isolation tap test fmt-check clippy
 
 deps:
 	scripts/install-deps.sh
@@ -38,6 +38,10 @@ pgrx-test: deps
 regress: install
 	scripts/regress.sh
 
+# pg_isolation_regress specs in tests/isolation (concurrent sessions).
+isolation: install
+	scripts/isolation.sh
+
 # Perl TAP tests (PostgreSQL::Test::Cluster): dump/restore and other multi-cluster scenarios.
 tap: install
 	scripts/tap.sh
@@ -47,6 +51,7 @@ test:
 	$(MAKE) unit
 	$(MAKE) pgrx-test
 	$(MAKE) regress
+	$(MAKE) isolation
 	$(MAKE) tap
 
 fmt-check:
