@@ -16,12 +16,30 @@ CREATE TABLE data_sync.rules (
     source_columns  text[] NOT NULL,
     where_clause    text,
     enabled         boolean NOT NULL DEFAULT true,
+    -- 'copy' keeps target columns equal to the source's; 'append' inserts a target row per change
+    kind            text NOT NULL DEFAULT 'copy' CHECK (kind IN ('copy', 'append')),
+    -- copy: maintain only the target row with the greatest latest_by per match key
+    latest_by       text,
+    -- copy: target changes flow back; last write wins by the timestamp columns, if named
+    bidirectional   boolean NOT NULL DEFAULT false,
+    source_timestamp text,
+    target_timestamp text,
+    -- append: value_columns[i] = value_expressions[i], evaluated over the source row
+    value_columns   text[] NOT NULL DEFAULT '{}',
+    value_expressions text[] NOT NULL DEFAULT '{}',
+    -- append: watched source columns, the source key identifying a row, and whether inserts append
+    watch_columns   text[] NOT NULL DEFAULT '{}',
+    on_insert       boolean NOT NULL DEFAULT false,
     defined_by      name NOT NULL DEFAULT CURRENT_USER,
     defined_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    CHECK (pg_catalog.cardinality(target_keys) OPERATOR(pg_catalog.=) pg_catalog.cardinality(source_keys)),
+    -- append rules keep their source key in source_keys, with no target_keys
+    CHECK (pg_catalog.cardinality(target_keys) OPERATOR(pg_catalog.=) pg_catalog.cardinality(source_keys)
+           OR kind OPERATOR(pg_catalog.=) 'append'),
+    CHECK (pg_catalog.cardinality(value_columns) OPERATOR(pg_catalog.=) pg_catalog.cardinality(value_expressions)),
+    CHECK ((source_timestamp IS NULL) OPERATOR(pg_catalog.=) (target_timestamp IS NULL)),
     CHECK (pg_catalog.cardinality(target_columns) OPERATOR(pg_catalog.=) pg_catalog.cardinality(source_columns))
 );
-COMMENT ON TABLE data_sync.rules IS 'Installed copy rules; change them with data_sync.load_rules/add_rule/drop_rule';
+COMMENT ON TABLE data_sync.rules IS 'Installed rules; change them with data_sync.load_rules/add_rule/drop_rule';
 
 CREATE TABLE data_sync.entities (
     name          text PRIMARY KEY,
@@ -46,7 +64,9 @@ CREATE TABLE data_sync.sync_log (
     source_rows    bigint NOT NULL,
     target_table   text NOT NULL,
     rows_changed   bigint NOT NULL,
-    status         text NOT NULL CHECK (status IN ('ok', 'failed')),
+    -- 'conflict': a last-write-wins rule skipped rows whose other side is newer (source_rows
+    -- counts them)
+    status         text NOT NULL CHECK (status IN ('ok', 'failed', 'conflict')),
     sqlstate       text,
     error_message  text,
     attempt        integer NOT NULL DEFAULT 1,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use data_sync_core::catalog::{Catalog, TableInfo};
 use data_sync_core::plan::{ident, literal, trigger_name, Planner, TRIGGER_SUFFIXES};
-use data_sync_core::rules::{self, EntitySpec, RuleSpec};
+use data_sync_core::rules::{self, EntitySpec, RuleKind, RuleSpec};
 use data_sync_core::validate::{self, Entity, Rule};
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
@@ -139,16 +139,22 @@ fn require_ownership_of(rule: &Rule) {
 /// be exactly one expression: `status = 'lost') OR (true` would otherwise escape them and make
 /// the rule rewrite every target row. The server's own grammar decides what one expression is.
 fn check_where(rule: &Rule) {
-    let Some(predicate) = &rule.where_clause else {
-        return;
-    };
-    let label = format!("rule \"{}\": where", rule.name);
-    let Ok(sql) = std::ffi::CString::new(format!("SELECT {predicate}")) else {
+    if let Some(predicate) = &rule.where_clause {
+        check_expression(&format!("rule \"{}\": where", rule.name), predicate, "the target's columns");
+    }
+    for value in &rule.values {
+        let label = format!("rule \"{}\": values.{}", rule.name, value.target);
+        check_expression(&label, &value.source, "the source's columns");
+    }
+}
+
+fn check_expression(label: &str, expression: &str, over: &str) {
+    let Ok(sql) = std::ffi::CString::new(format!("SELECT {expression}")) else {
         reject(&format!("{label}: contains a NUL character"));
     };
     match subxact::try_catch(|| unsafe { is_single_expression(&sql) }) {
         Ok(true) => {}
-        Ok(false) => reject(&format!("{label}: must be a single SQL expression over the target's columns")),
+        Ok(false) => reject(&format!("{label}: must be a single SQL expression over {over}")),
         Err(message) => reject(&format!("{label}: {message}")),
     }
 }
@@ -187,28 +193,36 @@ unsafe fn is_single_expression(sql: &std::ffi::CStr) -> bool {
 }
 
 /// Propagation runs as the target's owner, who must be able to read the source columns it
-/// joins on and copies; refusing the rule now beats a permission error on every write later.
+/// joins on and copies (and, for bidirectional rules, the other way round); refusing the rule
+/// now beats a permission error on every write later.
 fn check_target_owner_reads_source(rule: &Rule, source: &TableInfo, target: &TableInfo) {
-    let columns = rule.keys.iter().chain(&rule.copies).map(|p| p.source.as_str());
-    for column in columns {
+    let mut needs: Vec<(&TableInfo, &TableInfo, &str)> = Vec::new();
+    let source_columns =
+        rule.source_key.iter().map(String::as_str).chain(rule.copies.iter().map(|p| p.source.as_str()));
+    needs.extend(source_columns.map(|c| (target, source, c)));
+    if rule.bidirectional {
+        let target_columns = rule.keys.iter().chain(&rule.copies).map(|p| p.target.as_str());
+        needs.extend(target_columns.map(|c| (source, target, c)));
+    }
+    for (writer, read, column) in needs {
         let allowed = Spi::get_one_with_args::<bool>(
             "SELECT pg_catalog.has_column_privilege(c.relowner, $2, $3, 'SELECT')
              FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
-            &[Oid::from(target.oid).into(), Oid::from(source.oid).into(), column.into()],
+            &[Oid::from(writer.oid).into(), Oid::from(read.oid).into(), column.into()],
         );
         if allowed != Ok(Some(true)) {
             let owner = Spi::get_one_with_args::<String>(
                 "SELECT pg_catalog.pg_get_userbyid(relowner)::text FROM pg_catalog.pg_class
                  WHERE oid OPERATOR(pg_catalog.=) $1",
-                &[Oid::from(target.oid).into()],
+                &[Oid::from(writer.oid).into()],
             )
             .ok()
             .flatten()
             .unwrap_or_default();
             reject(&format!(
-                "rule \"{}\": permission denied: role \"{owner}\", owner of target table {}, cannot read {}.{}; \
-                 propagation runs as the target's owner (GRANT SELECT first)",
-                rule.name, target.name, source.name, column
+                "rule \"{}\": permission denied: role \"{owner}\", owner of {}, cannot read {}.{}; \
+                 propagation into a table runs as its owner (GRANT SELECT first)",
+                rule.name, writer.name, read.name, column
             ));
         }
     }
@@ -217,20 +231,33 @@ fn check_target_owner_reads_source(rule: &Rule, source: &TableInfo, target: &Tab
 /// Prepares (and discards) every statement of the rule, turning a server error into a
 /// rejection that names the rule: this is what catches a bad `where` predicate.
 fn check_statements(rule: &Rule, source: &TableInfo, target: &TableInfo) {
-    let plan = Planner { rule, source, target }.plan();
+    let planner = Planner { rule, source, target };
+    let plan = planner.plan();
     let scalars: Vec<Oid> = plan.key_types.iter().map(|&t| Oid::from(t)).collect();
     let arrays: Vec<Oid> = scalars.iter().map(|&t| unsafe { pg_sys::get_array_type(t) }).collect();
     let mut fill_types = scalars.clone();
-    if rule.where_clause.is_some() {
+    if planner.fill_takes_row() {
         fill_types.push(Oid::from(target.row_type_oid));
+        fill_types.push(pg_sys::TIDOID);
     }
+    let none = Vec::new();
+    let optional = |sql: &Option<String>| sql.clone().unwrap_or_default();
     let statements = [
-        (&plan.flush_one, &scalars),
-        (&plan.flush_many, &arrays),
-        (&plan.fill_lookup, &fill_types),
-        (&plan.check, &Vec::new()),
+        (plan.flush_one.clone(), &scalars),
+        (plan.flush_many.clone(), &arrays),
+        (plan.fill_lookup.clone(), &fill_types),
+        (plan.check.clone(), &none),
+        (optional(&plan.conflicts_one), &scalars),
+        (optional(&plan.conflicts_many), &arrays),
+        (optional(&plan.reverse_one), &scalars),
+        (optional(&plan.reverse_many), &arrays),
+        (optional(&plan.reverse_conflicts_one), &scalars),
+        (optional(&plan.reverse_conflicts_many), &arrays),
     ];
     for (sql, types) in statements {
+        if sql.is_empty() {
+            continue;
+        }
         let outcome = subxact::try_catch(|| {
             apply::with_spi(|| unsafe {
                 let query = std::ffi::CString::new(sql.as_str()).unwrap();
@@ -241,7 +268,13 @@ fn check_statements(rule: &Rule, source: &TableInfo, target: &TableInfo) {
             })
         });
         if let Err(message) = outcome {
-            let field = if rule.where_clause.is_some() { "where" } else { "statement" };
+            let field = if rule.where_clause.is_some() {
+                "where"
+            } else if !rule.values.is_empty() {
+                "values"
+            } else {
+                "statement"
+            };
             reject(&format!("rule \"{}\": {field}: {message}", rule.name));
         }
     }
@@ -334,14 +367,23 @@ fn installed_specs() -> Vec<RuleSpec> {
 
 fn spec_of(rule: &Rule) -> RuleSpec {
     let map = |pairs: &[validate::Pair]| pairs.iter().map(|p| (p.target.clone(), p.source.clone())).collect();
+    let append = rule.kind == RuleKind::Append;
     RuleSpec {
         name: rule.name.clone(),
+        kind: rule.kind,
         source: rule.source.sql(),
         target: rule.target.sql(),
         match_columns: map(&rule.keys),
         set: map(&rule.copies),
         where_clause: rule.where_clause.clone(),
         enabled: rule.enabled,
+        latest_by: rule.latest_by.clone(),
+        bidirectional: rule.bidirectional,
+        source_timestamp: rule.timestamps.as_ref().map(|t| t.0.clone()),
+        target_timestamp: rule.timestamps.as_ref().map(|t| t.1.clone()),
+        values: map(&rule.values),
+        watch: append.then(|| rule.watch.clone()),
+        on_insert: rule.on_insert,
     }
 }
 
@@ -366,6 +408,7 @@ fn add_rule(
     match_columns: Option<JsonB>,
     set_columns: Option<JsonB>,
     where_clause: default!(Option<&str>, "NULL"),
+    options: default!(Option<JsonB>, "NULL"),
 ) -> TableIterator<'static, (name!(kind, String), name!(name, String), name!(action, String))> {
     let spec = rules::rule_from_args(rules::RuleArgs {
         name,
@@ -374,6 +417,7 @@ fn add_rule(
         match_columns: match_columns.map(|j| j.0),
         set_columns: set_columns.map(|j| j.0),
         where_clause,
+        options: options.map(|j| j.0),
     })
     .unwrap_or_else(|e| reject(&e.message));
     let mut specs = installed_specs();
@@ -476,7 +520,8 @@ fn enabled_runtimes(
     }
     rules
         .iter()
-        .filter(|r| r.enabled && rule_name.is_none_or(|n| n == r.name) && wanted(r))
+        // append rules keep history, which a re-sync cannot replay and drift does not apply to
+        .filter(|r| r.enabled && r.kind == RuleKind::Copy && rule_name.is_none_or(|n| n == r.name) && wanted(r))
         .map(|r| {
             let rt = apply::runtime(&r.name)
                 .unwrap_or_else(|| reject(&format!("rule \"{}\": its tables or columns no longer exist", r.name)));
@@ -628,5 +673,15 @@ fn explain(rule_name: &str) -> TableIterator<'static, (name!(step, String), name
         ("sync_all first batch".to_string(), plan.keys_first),
         ("sync_all next batch".to_string(), plan.keys_after),
     ]);
+    let optional = [
+        ("count conflicts of one source row", plan.conflicts_one),
+        ("count conflicts of many source rows", plan.conflicts_many),
+        ("propagate one target row back", plan.reverse_one),
+        ("propagate many target rows back", plan.reverse_many),
+        ("count conflicts of one target row", plan.reverse_conflicts_one),
+        ("count conflicts of many target rows", plan.reverse_conflicts_many),
+    ];
+    rows.extend(optional.into_iter().filter_map(|(step, sql)| sql.map(|sql| (step.to_string(), sql))));
+    rows.retain(|(_, sql)| !sql.is_empty());
     TableIterator::new(rows)
 }

@@ -31,10 +31,14 @@ pub struct RuleRuntime {
     pub source: TableInfo,
     pub target: TableInfo,
     pub target_owner: Oid,
+    /// Bidirectional rules write the source as its owner.
+    pub source_owner: Oid,
     pub log_owner: Oid,
     pub source_key_attnums: Vec<i32>,
     pub target_key_attnums: Vec<i32>,
     pub fill_attnums: Vec<i32>,
+    /// Whether the fill lookup takes the new row and its old version's tid.
+    pub fill_takes_row: bool,
     pub key_types: Vec<KeyType>,
     plans: RefCell<HashMap<String, Plan>>,
 }
@@ -116,9 +120,12 @@ pub fn runtime(name: &str) -> Option<Rc<RuleRuntime>> {
 fn build(rule: Rule) -> Option<RuleRuntime> {
     let source = catalog::lookup(&rule.source)?;
     let target = catalog::lookup(&rule.target)?;
-    let plan = Planner { rule: &rule, source: &source, target: &target }.plan();
+    let planner = Planner { rule: &rule, source: &source, target: &target };
+    let plan = planner.plan();
+    let fill_takes_row = planner.fill_takes_row();
     let attnum = |t: &TableInfo, c: &str| t.column(c).map(|c| c.attnum as i32);
-    let source_key_attnums = rule.keys.iter().map(|p| attnum(&source, &p.source)).collect::<Option<Vec<_>>>()?;
+    let source_key_attnums = rule.source_key.iter().map(|c| attnum(&source, c)).collect::<Option<Vec<_>>>()?;
+    // append rules have no match keys and fill nothing
     let target_key_attnums = rule.keys.iter().map(|p| attnum(&target, &p.target)).collect::<Option<Vec<_>>>()?;
     let fill_attnums = rule.copies.iter().map(|p| attnum(&target, &p.target)).collect::<Option<Vec<_>>>()?;
     let key_types = plan
@@ -144,6 +151,7 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
     .ok()??;
     Some(RuleRuntime {
         target_owner: owner(target.oid)?,
+        source_owner: owner(source.oid)?,
         log_owner,
         rule,
         plan,
@@ -152,6 +160,7 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
         source_key_attnums,
         target_key_attnums,
         fill_attnums,
+        fill_takes_row,
         key_types,
         plans: RefCell::new(HashMap::new()),
     })
@@ -187,17 +196,36 @@ impl RuleRuntime {
     }
 
     /// Propagates the current values of the given source rows (by key) to their targets, as
-    /// one set-based statement. Returns the number of target rows changed.
+    /// one set-based statement (an INSERT for append rules). Returns the number of target rows
+    /// changed.
     pub fn flush(&self, keys: &[Vec<Datum>]) -> u64 {
+        self.run_keyed(("flush_one", &self.plan.flush_one), ("flush_many", &self.plan.flush_many), keys)
+    }
+
+    /// Last-write-wins rules: how many target rows of these source rows are newer than the
+    /// source and were left alone.
+    pub fn conflicts(&self, keys: &[Vec<Datum>]) -> Option<u64> {
+        let (one, many) = (self.plan.conflicts_one.as_ref()?, self.plan.conflicts_many.as_ref()?);
+        Some(self.count_keyed(("conflicts_one", one), ("conflicts_many", many), keys))
+    }
+
+    /// Bidirectional rules: carries the maintained target rows of these match keys back to
+    /// their source rows. Returns the number of source rows changed.
+    pub fn flush_reverse(&self, keys: &[Vec<Datum>]) -> u64 {
+        let (Some(one), Some(many)) = (&self.plan.reverse_one, &self.plan.reverse_many) else { return 0 };
+        self.run_keyed(("reverse_one", one), ("reverse_many", many), keys)
+    }
+
+    pub fn reverse_conflicts(&self, keys: &[Vec<Datum>]) -> Option<u64> {
+        let (one, many) = (self.plan.reverse_conflicts_one.as_ref()?, self.plan.reverse_conflicts_many.as_ref()?);
+        Some(self.count_keyed(("reverse_conflicts_one", one), ("reverse_conflicts_many", many), keys))
+    }
+
+    /// Runs the one-key or the many-key (arrays) form of a statement.
+    fn run_keyed(&self, one: (&str, &str), many: (&str, &str), keys: &[Vec<Datum>]) -> u64 {
         match keys.len() {
             0 => 0,
-            1 => self.execute(
-                "flush_one",
-                &self.plan.flush_one,
-                &self.key_scalar_types(),
-                &keys[0],
-                &vec![false; keys[0].len()],
-            ),
+            1 => self.execute(one.0, one.1, &self.key_scalar_types(), &keys[0], &vec![false; keys[0].len()]),
             n => {
                 let arrays: Vec<Datum> = (0..self.key_types.len())
                     .map(|col| {
@@ -215,14 +243,21 @@ impl RuleRuntime {
                         }
                     })
                     .collect();
-                self.execute(
-                    "flush_many",
-                    &self.plan.flush_many,
-                    &self.key_array_types(),
-                    &arrays,
-                    &vec![false; arrays.len()],
-                )
+                self.execute(many.0, many.1, &self.key_array_types(), &arrays, &vec![false; arrays.len()])
             }
+        }
+    }
+
+    /// Like `run_keyed` for a `SELECT count(*)`: returns the count.
+    fn count_keyed(&self, one: (&str, &str), many: (&str, &str), keys: &[Vec<Datum>]) -> u64 {
+        if keys.is_empty() || self.run_keyed(one, many, keys) == 0 {
+            return 0;
+        }
+        unsafe {
+            let table = pg_sys::SPI_tuptable;
+            let mut isnull = false;
+            let d = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);
+            i64::from_datum(d, isnull).unwrap_or(0) as u64
         }
     }
 

@@ -2,6 +2,7 @@
 //! catalog tables (`data_sync.rules`, `data_sync.entities`).
 
 use data_sync_core::catalog::{ColumnInfo, TableInfo, TableName};
+use data_sync_core::rules::RuleKind;
 use data_sync_core::validate::{Entity, Pair, Rule};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -115,7 +116,8 @@ fn unique_keys(client: &SpiClient<'_>, rel: pg_sys::Oid) -> Vec<Vec<String>> {
                   AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::int2[])
              WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisunique AND i.indpred IS NULL
                AND i.indexprs IS NULL AND i.indisvalid
-             GROUP BY i.indexrelid",
+             GROUP BY i.indexrelid, i.indisprimary
+             ORDER BY i.indisprimary DESC, pg_catalog.count(*), i.indexrelid",
             None,
             &[rel.into()],
         )
@@ -142,7 +144,9 @@ pub fn installed_rules() -> Vec<Rule> {
             let rows = client
                 .select(
                     "SELECT name, source_schema::text, source_table::text, target_schema::text, target_table::text,
-                        target_keys, source_keys, target_columns, source_columns, where_clause, enabled
+                        target_keys, source_keys, target_columns, source_columns, where_clause, enabled,
+                        kind, latest_by, bidirectional, source_timestamp, target_timestamp,
+                        value_columns, value_expressions, watch_columns, on_insert
                  FROM data_sync.rules ORDER BY name",
                     None,
                     &[],
@@ -163,28 +167,50 @@ fn rule_from_row(r: &pgrx::spi::SpiHeapTupleData<'_>) -> Rule {
     let pairs = |t: Vec<String>, s: Vec<String>| -> Vec<Pair> {
         t.into_iter().zip(s).map(|(target, source)| Pair { target, source }).collect()
     };
+    let kind = if text(12) == "append" { RuleKind::Append } else { RuleKind::Copy };
+    let keys = pairs(list(6), list(7));
+    let source_key = list(7);
+    let timestamps = match (r.get::<String>(15).unwrap(), r.get::<String>(16).unwrap()) {
+        (Some(s), Some(t)) => Some((s, t)),
+        _ => None,
+    };
     Rule {
         name: text(1),
+        kind,
         source: TableName::new(text(2), text(3)),
         target: TableName::new(text(4), text(5)),
-        keys: pairs(list(6), list(7)),
+        keys: if kind == RuleKind::Append { Vec::new() } else { keys },
         copies: pairs(list(8), list(9)),
         where_clause: r.get(10).unwrap(),
         enabled: r.get(11).unwrap().unwrap(),
+        latest_by: r.get(13).unwrap(),
+        bidirectional: r.get(14).unwrap().unwrap(),
+        timestamps,
+        values: pairs(list(17), list(18)),
+        watch: list(19),
+        on_insert: r.get(20).unwrap().unwrap(),
+        source_key,
     }
 }
 
 pub fn insert_rule(rule: &Rule) {
-    let (tk, sk): (Vec<String>, Vec<String>) = rule.keys.iter().map(|p| (p.target.clone(), p.source.clone())).unzip();
+    let tk: Vec<String> = rule.keys.iter().map(|p| p.target.clone()).collect();
+    let sk = rule.source_key.clone();
     let (tc, sc): (Vec<String>, Vec<String>) = rule.copies.iter().map(|p| (p.target.clone(), p.source.clone())).unzip();
+    let (vc, ve): (Vec<String>, Vec<String>) = rule.values.iter().map(|p| (p.target.clone(), p.source.clone())).unzip();
+    let (sts, tts) = match &rule.timestamps {
+        Some((s, t)) => (Some(s.clone()), Some(t.clone())),
+        None => (None, None),
+    };
     // the role defining the rule, not the catalog owner it is written as
     let defined_by = Spi::get_one::<String>("SELECT CURRENT_USER::text").expect("current_user").expect("a user");
     as_catalog_owner(|| {
         Spi::run_with_args(
             "INSERT INTO data_sync.rules (name, source_schema, source_table, target_schema, target_table,
-                                      target_keys, source_keys, target_columns, source_columns, where_clause, enabled,
-                                      defined_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                          target_keys, source_keys, target_columns, source_columns, where_clause,
+                                          enabled, defined_by, kind, latest_by, bidirectional, source_timestamp,
+                                          target_timestamp, value_columns, value_expressions, watch_columns, on_insert)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
             &[
                 rule.name.as_str().into(),
                 rule.source.schema.as_str().into(),
@@ -198,6 +224,15 @@ pub fn insert_rule(rule: &Rule) {
                 rule.where_clause.clone().into(),
                 rule.enabled.into(),
                 defined_by.into(),
+                rule.kind.as_str().into(),
+                rule.latest_by.clone().into(),
+                rule.bidirectional.into(),
+                sts.into(),
+                tts.into(),
+                vc.into(),
+                ve.into(),
+                rule.watch.clone().into(),
+                rule.on_insert.into(),
             ],
         )
     })

@@ -20,6 +20,7 @@ extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 pub extern "C-unwind" fn _PG_init() {
     log::register_gucs();
     api::register_gucs();
+    triggers::register_gucs();
     apply::register_callbacks();
     triggers::register_callbacks();
 }

@@ -29,32 +29,55 @@ pub fn register_gucs() {
 
 const INSERT: &str = "INSERT INTO data_sync.sync_log
     (rule_name, operation, source_table, source_key, source_rows, target_table, rows_changed, status, role_name)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, 'ok', pg_catalog.pg_get_userbyid($8))";
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $9, pg_catalog.pg_get_userbyid($8))";
+
+/// What caused a log row: the operation, its direction, how many source rows, whose write.
+pub struct Outcome<'a> {
+    pub operation: &'a str,
+    /// A bidirectional rule's way back: the target is where the change came from.
+    pub reverse: bool,
+    pub source_rows: i64,
+    pub role: Oid,
+}
 
 /// Logs a successful propagation. Must be called inside an SPI connection.
-pub fn propagation(
+pub fn propagation(rt: &RuleRuntime, outcome: &Outcome, source_key: Option<String>, rows_changed: i64) {
+    if LOG_LEVEL.get() == LogLevel::All {
+        write(rt, outcome, source_key, outcome.source_rows, rows_changed, "ok");
+    }
+}
+
+/// Logs target rows a last-write-wins rule left alone because they were newer (`source_rows`
+/// counts them). Conflicts are logged unless logging is off.
+pub fn conflict(rt: &RuleRuntime, outcome: &Outcome, source_key: Option<String>, skipped: i64) {
+    if LOG_LEVEL.get() != LogLevel::None {
+        write(rt, outcome, source_key, skipped, 0, "conflict");
+    }
+}
+
+fn write(
     rt: &RuleRuntime,
-    operation: &str,
+    outcome: &Outcome,
     source_key: Option<String>,
     source_rows: i64,
     rows_changed: i64,
-    role: Oid,
+    status: &str,
 ) {
-    if LOG_LEVEL.get() != LogLevel::All {
-        return;
-    }
     let text = |s: &str| s.into_datum().unwrap();
-    let args: [Datum; 8] = [
+    let (from, to) =
+        if outcome.reverse { (&rt.rule.target, &rt.rule.source) } else { (&rt.rule.source, &rt.rule.target) };
+    let args: [Datum; 9] = [
         text(&rt.rule.name),
-        text(operation),
-        text(&rt.rule.source.to_string()),
+        text(outcome.operation),
+        text(&from.to_string()),
         source_key.as_deref().map(text).unwrap_or(Datum::from(0)),
         source_rows.into_datum().unwrap(),
-        text(&rt.rule.target.to_string()),
+        text(&to.to_string()),
         rows_changed.into_datum().unwrap(),
-        role.into_datum().unwrap(),
+        outcome.role.into_datum().unwrap(),
+        text(status),
     ];
-    let mut nulls = [false; 8];
+    let mut nulls = [false; 9];
     nulls[3] = source_key.is_none();
     let types = [
         pg_sys::TEXTOID,
@@ -65,6 +88,7 @@ pub fn propagation(
         pg_sys::TEXTOID,
         pg_sys::INT8OID,
         pg_sys::OIDOID,
+        pg_sys::TEXTOID,
     ];
     crate::apply::as_role(rt.log_owner, || rt.execute("log", INSERT, &types, &args, &nulls));
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
-use pgrx::PgTupleDesc;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgTupleDesc};
 
 use crate::apply::{self, RuleRuntime};
 use crate::log;
@@ -21,11 +21,74 @@ use crate::log;
 #[derive(Default)]
 struct Pending {
     keys: HashMap<String, Vec<Vec<Datum>>>,
+    /// Bidirectional rules: target match keys whose rows flow back to the source.
+    reverse_keys: HashMap<String, Vec<Vec<Datum>>>,
     fills: HashMap<String, u64>,
 }
 
 thread_local! {
     static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+    /// The propagations under way in this backend, outermost first: (rule, reverse?).
+    static CHAIN: RefCell<Vec<(String, bool)>> = const { RefCell::new(Vec::new()) };
+}
+
+pub static MAX_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(16);
+
+pub fn register_gucs() {
+    GucRegistry::define_int_guc(
+        c"data_sync.max_depth",
+        c"Longest chain of propagations one write may cause.",
+        c"A propagation that would nest deeper fails with an error naming the chain.",
+        &MAX_DEPTH,
+        1,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+/// Whether the given direction of a rule is propagating right now: its own writes must not
+/// be noted as changes in the other direction (the echo would be a no-op anyway).
+fn in_chain(rule: &str, reverse: bool) -> bool {
+    CHAIN.with(|c| c.borrow().iter().any(|(r, d)| r == rule && *d == reverse))
+}
+
+/// Keeps a propagation on `CHAIN` while it runs (popped on unwind too).
+struct ChainEntry;
+
+impl ChainEntry {
+    fn enter(rule: &str, reverse: bool) -> ChainEntry {
+        let depth = CHAIN.with(|c| {
+            let mut c = c.borrow_mut();
+            c.push((rule.to_string(), reverse));
+            c.len()
+        });
+        let max = MAX_DEPTH.get() as usize;
+        if depth > max {
+            let chain = CHAIN.with(|c| {
+                c.borrow()
+                    .iter()
+                    .map(|(r, back)| if *back { format!("{r} (back)") } else { r.clone() })
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            });
+            CHAIN.with(|c| c.borrow_mut().clear());
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_STATEMENT_TOO_COMPLEX,
+                format!("data_sync: propagation chain deeper than data_sync.max_depth ({max}): {chain}")
+            );
+        }
+        ChainEntry
+    }
+}
+
+impl Drop for ChainEntry {
+    fn drop(&mut self) {
+        CHAIN.with(|c| {
+            c.borrow_mut().pop();
+        });
+    }
 }
 
 pub fn register_callbacks() {
@@ -47,7 +110,13 @@ unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _a
         PENDING.with(|p| {
             if let Ok(mut p) = p.try_borrow_mut() {
                 p.keys.clear();
+                p.reverse_keys.clear();
                 p.fills.clear();
+            }
+        });
+        CHAIN.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c.clear();
             }
         });
     }
@@ -104,20 +173,90 @@ fn source_row_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
     let name = rule_name(trigger);
+    if in_chain(&name, true) {
+        return Ok(None); // the rule writing its own source back
+    }
     let Some(rt) = apply::runtime(&name) else { return Ok(None) };
+    if let Some(key) = note_key(trigger, &rt, &rt.source_key_attnums) {
+        PENDING.with(|p| p.borrow_mut().keys.entry(name).or_default().push(key));
+    }
+    Ok(None)
+}
+
+/// The row's values at `attnums`, copied into TopTransactionContext so they survive until
+/// the statement trigger; `None` if one is NULL (a NULL key matches nothing).
+fn note_key(trigger: &PgTrigger<'_>, rt: &RuleRuntime, attnums: &[i32]) -> Option<Vec<Datum>> {
     let data = trigger.trigger_data();
     unsafe {
         let desc = (*data.tg_relation).rd_att;
-        if let Some(key) = attributes(new_tuple(data), desc, &rt.source_key_attnums) {
-            let old = pg_sys::CurrentMemoryContext;
-            pg_sys::CurrentMemoryContext = pg_sys::TopTransactionContext;
-            let key: Vec<Datum> =
-                key.iter().zip(&rt.key_types).map(|(&d, kt)| datumCopy(d, kt.byval, kt.len as i32)).collect();
-            pg_sys::CurrentMemoryContext = old;
-            PENDING.with(|p| p.borrow_mut().keys.entry(name).or_default().push(key));
-        }
+        let key = attributes(new_tuple(data), desc, attnums)?;
+        let old = pg_sys::CurrentMemoryContext;
+        pg_sys::CurrentMemoryContext = pg_sys::TopTransactionContext;
+        let key: Vec<Datum> =
+            key.iter().zip(&rt.key_types).map(|(&d, kt)| datumCopy(d, kt.byval, kt.len as i32)).collect();
+        pg_sys::CurrentMemoryContext = old;
+        Some(key)
+    }
+}
+
+/// AFTER UPDATE OF <copied columns> / AFTER INSERT … FOR EACH ROW on the target of a
+/// bidirectional rule: note the row's match key, whose maintained row flows back.
+#[pg_trigger]
+fn reverse_row_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
+    let name = rule_name(trigger);
+    if in_chain(&name, false) {
+        return Ok(None); // the rule's own forward write
+    }
+    let Some(rt) = apply::runtime(&name) else { return Ok(None) };
+    if let Some(key) = note_key(trigger, &rt, &rt.target_key_attnums) {
+        PENDING.with(|p| p.borrow_mut().reverse_keys.entry(name).or_default().push(key));
     }
     Ok(None)
+}
+
+/// AFTER UPDATE OF <copied columns> / AFTER INSERT … FOR EACH STATEMENT on the target of a
+/// bidirectional rule: propagate the noted keys back, in one statement.
+#[pg_trigger]
+fn reverse_statement_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
+    let name = rule_name(trigger);
+    let keys = PENDING.with(|p| p.borrow_mut().reverse_keys.remove(&name)).unwrap_or_default();
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let Some(rt) = apply::runtime(&name) else { return Ok(None) };
+    let operation = if trigger.trigger_data().tg_event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_INSERT {
+        "insert"
+    } else {
+        "update"
+    };
+    propagate_back(&rt, &keys, operation);
+    Ok(None)
+}
+
+/// Carries target rows back to their source rows and logs the outcome (tables swapped: the
+/// target is where the change came from).
+pub fn propagate_back(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
+    let role = unsafe { pg_sys::GetUserId() };
+    let _entry = ChainEntry::enter(&rt.rule.name, true);
+    apply::with_spi(|| {
+        let (changed, conflicts) = apply::naming_rule(rt, "propagation back from", || {
+            apply::as_role(rt.source_owner, || (rt.flush_reverse(keys), rt.reverse_conflicts(keys)))
+        });
+        let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
+        let outcome = log::Outcome { operation, reverse: true, source_rows: keys.len() as i64, role };
+        let conflicts = conflicts.unwrap_or(0);
+        if changed > 0 || conflicts == 0 {
+            log::propagation(rt, &outcome, key.clone(), changed as i64);
+        }
+        if conflicts > 0 {
+            log::conflict(rt, &outcome, key, conflicts as i64);
+        }
+        changed
+    })
 }
 
 /// AFTER INSERT / AFTER UPDATE OF … FOR EACH STATEMENT on the source: propagate noted keys.
@@ -143,10 +282,20 @@ fn source_statement_trigger<'a>(
 /// Propagates source keys and logs the outcome. Shared by triggers and re-syncs.
 pub fn propagate(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
     let role = unsafe { pg_sys::GetUserId() };
+    let _entry = ChainEntry::enter(&rt.rule.name, false);
     apply::with_spi(|| {
-        let changed = apply::naming_rule(rt, "propagation to", || apply::as_role(rt.target_owner, || rt.flush(keys)));
+        let (changed, conflicts) = apply::naming_rule(rt, "propagation to", || {
+            apply::as_role(rt.target_owner, || (rt.flush(keys), rt.conflicts(keys)))
+        });
         let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
-        log::propagation(rt, operation, key, keys.len() as i64, changed as i64, role);
+        let outcome = log::Outcome { operation, reverse: false, source_rows: keys.len() as i64, role };
+        let conflicts = conflicts.unwrap_or(0);
+        if changed > 0 || conflicts == 0 {
+            log::propagation(rt, &outcome, key.clone(), changed as i64);
+        }
+        if conflicts > 0 {
+            log::conflict(rt, &outcome, key, conflicts as i64);
+        }
         changed
     })
 }
@@ -167,16 +316,31 @@ fn target_fill_trigger<'a>(
     unsafe {
         let desc = (*data.tg_relation).rd_att;
         let Some(mut args) = attributes(tuple, desc, &rt.target_key_attnums) else { return Ok(unchanged()) };
+        // A bidirectional rule fills only what the writer left NULL: a value written into the
+        // target is a change that flows back, not one to overwrite.
+        let fill: Vec<usize> = (0..rt.fill_attnums.len())
+            .filter(|&i| !rt.rule.bidirectional || pg_sys::heap_attisnull(tuple, rt.fill_attnums[i], desc))
+            .collect();
+        if fill.is_empty() {
+            return Ok(unchanged());
+        }
         let mut types = rt.key_scalar_types();
-        if rt.rule.where_clause.is_some() {
+        let mut nulls = vec![false; args.len()];
+        if rt.fill_takes_row {
             args.push(pg_sys::heap_copy_tuple_as_datum(tuple, desc));
             types.push(pgrx::pg_sys::Oid::from(rt.target.row_type_oid));
+            // the row's old version, on UPDATE, is not "another row" newer than itself
+            let updating = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_UPDATE;
+            let tid = if updating { Datum::from(&mut (*data.tg_trigtuple).t_self as *mut _) } else { Datum::from(0) };
+            args.push(tid);
+            types.push(pg_sys::TIDOID);
+            nulls.extend([false, !updating]);
         }
         let caller_context = pg_sys::CurrentMemoryContext;
         let filled = apply::with_spi(|| {
             let found = apply::naming_rule(&rt, "filling a row of", || {
                 apply::as_role(rt.target_owner, || {
-                    rt.execute("fill_lookup", &rt.plan.fill_lookup, &types, &args, &vec![false; args.len()])
+                    rt.execute("fill_lookup", &rt.plan.fill_lookup, &types, &args, &nulls)
                 })
             });
             if found == 0 {
@@ -184,13 +348,15 @@ fn target_fill_trigger<'a>(
             }
             let table = pg_sys::SPI_tuptable;
             let row = *(*table).vals;
-            let n = rt.fill_attnums.len();
+            let n = fill.len();
             let mut values = Vec::with_capacity(n);
             let mut nulls = Vec::with_capacity(n);
-            for i in 0..n {
+            let mut attnums = Vec::with_capacity(n);
+            for &i in &fill {
                 let mut isnull = false;
                 values.push(pg_sys::SPI_getbinval(row, (*table).tupdesc, (i + 1) as i32, &mut isnull));
                 nulls.push(isnull);
+                attnums.push(rt.fill_attnums[i]);
             }
             // The new tuple must outlive SPI: build it in the caller's (executor's) context.
             let spi_context = pg_sys::CurrentMemoryContext;
@@ -199,7 +365,7 @@ fn target_fill_trigger<'a>(
                 tuple,
                 desc,
                 n as i32,
-                rt.fill_attnums.as_ptr() as *mut i32,
+                attnums.as_ptr() as *mut i32,
                 values.as_mut_ptr(),
                 nulls.as_mut_ptr(),
             );
@@ -229,6 +395,7 @@ fn target_statement_trigger<'a>(
     }
     let Some(rt) = apply::runtime(&name) else { return Ok(None) };
     let role = unsafe { pg_sys::GetUserId() };
-    apply::with_spi(|| log::propagation(&rt, "fill", None, filled as i64, filled as i64, role));
+    let outcome = log::Outcome { operation: "fill", reverse: false, source_rows: filled as i64, role };
+    apply::with_spi(|| log::propagation(&rt, &outcome, None, filled as i64));
     Ok(None)
 }

@@ -21,6 +21,8 @@ pub fn literal(value: &str) -> String {
 }
 
 const SRC: &str = "\"data_sync$src\"";
+/// The source row's last-write-wins timestamp inside `SRC`.
+const TS: &str = "\"data_sync$ts\"";
 
 fn k(i: usize) -> String {
     format!("\"data_sync$k{}\"", i + 1)
@@ -64,6 +66,16 @@ pub struct RulePlan {
     pub keys_after: String,
     /// Type OIDs of the source key columns, in parameter order.
     pub key_types: Vec<u32>,
+    /// Last-write-wins rules: how many target rows a propagation skipped because their
+    /// timestamp is newer. Same parameters as `flush_one` / `flush_many`.
+    pub conflicts_one: Option<String>,
+    pub conflicts_many: Option<String>,
+    /// Bidirectional rules: propagate target rows back to their source row. `$1..$n`: the
+    /// target's match values (one set, or arrays).
+    pub reverse_one: Option<String>,
+    pub reverse_many: Option<String>,
+    pub reverse_conflicts_one: Option<String>,
+    pub reverse_conflicts_many: Option<String>,
 }
 
 pub struct Planner<'a> {
@@ -81,19 +93,76 @@ impl<'a> Planner<'a> {
         format!("{}.{}", self.target.name.sql(), ident(column))
     }
 
-    /// `(SELECT s.k.., s.v.. FROM source AS s <from_extra> WHERE <filter>) AS "data_sync$src"(k.., v..)`
+    /// `(SELECT s.k.., s.v.. [, s.ts] FROM source AS s <from_extra> WHERE <filter>) AS "data_sync$src"(k.., v..)`
     fn source_rows(&self, from_extra: &str, filter: &str) -> String {
+        self.source_rows_as("s", from_extra, filter)
+    }
+
+    fn source_rows_as(&self, alias: &str, from_extra: &str, filter: &str) -> String {
         let rule = self.rule;
-        let cols: Vec<String> =
-            rule.keys.iter().chain(&rule.copies).map(|p| format!("s.{}", ident(&p.source))).collect();
-        let names: Vec<String> = (0..rule.keys.len()).map(k).chain((0..rule.copies.len()).map(v)).collect();
+        let mut cols: Vec<String> =
+            rule.keys.iter().chain(&rule.copies).map(|p| format!("{alias}.{}", ident(&p.source))).collect();
+        let mut names: Vec<String> = (0..rule.keys.len()).map(k).chain((0..rule.copies.len()).map(v)).collect();
+        if let Some((source_ts, _)) = &rule.timestamps {
+            cols.push(format!("{alias}.{}", ident(source_ts)));
+            names.push(TS.to_string());
+        }
         let filter = if filter.is_empty() { String::new() } else { format!(" WHERE {filter}") };
         format!(
-            "(SELECT {} FROM {from_extra}{} AS s{filter}) AS {SRC}({})",
+            "(SELECT {} FROM {from_extra}{} AS {alias}{filter}) AS {SRC}({})",
             cols.join(", "),
             self.source.name.sql(),
             names.join(", ")
         )
+    }
+
+    /// The conditions a target row (referenced as `row`) must meet to be maintained by the
+    /// rule: its `where` predicate (unqualified names resolve to the target) and, with
+    /// `latest_by`, being the newest row of its match key.
+    fn target_scope(&self, row: &str) -> Vec<String> {
+        let mut conds = Vec::new();
+        if let Some(by) = &self.rule.latest_by {
+            let keys: Vec<(String, &ColumnInfo)> = self
+                .rule
+                .keys
+                .iter()
+                .map(|p| (format!("{row}.{}", ident(&p.target)), self.tgt_col(&p.target)))
+                .collect();
+            conds.push(self.no_newer_row(&keys, &format!("{row}.{}", ident(by)), None));
+        }
+        if let Some(w) = &self.rule.where_clause {
+            // On lines of its own so a trailing `--` comment cannot swallow what follows.
+            conds.push(format!("(\n{w}\n)"));
+        }
+        conds
+    }
+
+    /// `NOT EXISTS` a target row with the same match key and a greater `latest_by` value
+    /// (NULLs count as oldest; ties are all "latest"). `except` leaves one row version out.
+    fn no_newer_row(&self, keys: &[(String, &ColumnInfo)], by_value: &str, except: Option<&str>) -> String {
+        let by = self.rule.latest_by.as_deref().expect("latest_by");
+        let by_col = self.tgt_col(by);
+        let newer = "\"data_sync$newer\"";
+        let mut conds: Vec<String> = self
+            .rule
+            .keys
+            .iter()
+            .zip(keys)
+            .map(|(p, (value, col))| format!("{newer}.{} {} {value}", ident(&p.target), eq_op(col)))
+            .collect();
+        let newer_by = format!("{newer}.{}", ident(by));
+        conds.push(format!(
+            "({newer_by} {} {by_value} OR ({by_value} IS NULL AND {newer_by} IS NOT NULL))",
+            op(by_col, ">")
+        ));
+        if let Some(tid) = except {
+            conds.push(format!("({newer}.ctid OPERATOR(pg_catalog.=) {tid}) IS NOT TRUE"));
+        }
+        format!("NOT EXISTS (SELECT FROM {} AS {newer} WHERE {})", self.target.name.sql(), conds.join(" AND "))
+    }
+
+    fn tgt_col(&self, name: &str) -> &ColumnInfo {
+        self.target.column(name).expect("validated rule: target column exists")
     }
 
     /// Target rows joined to their source row and differing from it (and within `where`).
@@ -112,11 +181,26 @@ impl<'a> Planner<'a> {
             .map(|(i, p)| distinct(&self.tgt(&p.target), &format!("{SRC}.{}", v(i)), self.src_col(&p.source)))
             .collect();
         conds.push(format!("({})", drift.join(" OR ")));
-        if let Some(w) = &rule.where_clause {
-            // On lines of its own so a trailing `--` comment cannot swallow what follows.
-            conds.push(format!("(\n{w}\n)"));
-        }
+        conds.extend(self.target_scope(&self.target.name.sql()));
         conds.join("\n  AND ")
+    }
+
+    /// Last write wins: the source row's timestamp is not older than the target row's.
+    /// `None` for rules without timestamps.
+    fn source_wins(&self) -> Option<String> {
+        let (_, target_ts) = self.rule.timestamps.as_ref()?;
+        Some(format!("(({SRC}.{TS} {} {}) IS NOT TRUE)", op(self.tgt_col(target_ts), "<"), self.tgt(target_ts)))
+    }
+
+    /// `SELECT count(*)` of the target rows a propagation skips because they are newer.
+    fn conflicts(&self, source_rows: String) -> Option<String> {
+        let wins = self.source_wins()?;
+        Some(format!(
+            "SELECT pg_catalog.count(*) FROM {}, {}\nWHERE {}\n  AND NOT {wins}",
+            self.target.name.sql(),
+            source_rows,
+            self.join_and_drift()
+        ))
     }
 
     fn update(&self, source_rows: String) -> String {
@@ -127,8 +211,17 @@ impl<'a> Planner<'a> {
             .enumerate()
             .map(|(i, p)| format!("{} = {SRC}.{}", ident(&p.target), v(i)))
             .collect();
+        let mut sets = sets;
+        // The timestamp travels with the value, so the receiving side is as new as what it got;
+        // except into a `latest_by` column, which orders the target's history.
+        if let Some((_, target_ts)) = &self.rule.timestamps {
+            if self.rule.latest_by.as_ref() != Some(target_ts) {
+                sets.push(format!("{} = {SRC}.{TS}", ident(target_ts)));
+            }
+        }
+        let wins = self.source_wins().map(|w| format!("\n  AND {w}")).unwrap_or_default();
         format!(
-            "UPDATE {} SET {}\nFROM {}\nWHERE {}",
+            "UPDATE {} SET {}\nFROM {}\nWHERE {}{wins}",
             self.target.name.sql(),
             sets.join(", "),
             source_rows,
@@ -136,7 +229,109 @@ impl<'a> Planner<'a> {
         )
     }
 
+    /// The source-row filters of a one-key and a many-key statement over `alias`:
+    /// `alias.k = $1 AND …`, and `alias.k = ANY ($1)` or a ROWS FROM join for composite keys.
+    /// Returns (one filter, many-key FROM prefix, many-key filter).
+    fn key_filters(&self, alias: &str, key_columns: &[&str]) -> (String, String, String) {
+        let cols: Vec<&ColumnInfo> =
+            key_columns.iter().map(|c| self.source.column(c).expect("validated rule: key column exists")).collect();
+        let one: Vec<String> = key_columns
+            .iter()
+            .zip(&cols)
+            .enumerate()
+            .map(|(i, (c, col))| format!("{alias}.{} {} ${}", ident(c), eq_op(col), i + 1))
+            .collect();
+        if key_columns.len() == 1 {
+            let many = format!("{alias}.{} {} ANY ($1)", ident(key_columns[0]), eq_op(cols[0]));
+            return (one.join(" AND "), String::new(), many);
+        }
+        // ROWS FROM: multi-argument unnest is only special-cased when written unqualified.
+        let unnests: Vec<String> = (1..=key_columns.len()).map(|i| format!("pg_catalog.unnest(${i})")).collect();
+        let names: Vec<String> = (1..=key_columns.len()).map(|i| format!("u{i}")).collect();
+        let on: Vec<String> = key_columns
+            .iter()
+            .zip(&cols)
+            .enumerate()
+            .map(|(i, (c, col))| format!("{alias}.{} {} u.u{}", ident(c), eq_op(col), i + 1))
+            .collect();
+        let from = format!("ROWS FROM ({}) AS u({}), ", unnests.join(", "), names.join(", "));
+        (one.join(" AND "), from, on.join(" AND "))
+    }
+
+    /// Append rules: one INSERT … SELECT of the current source rows. `values` expressions see
+    /// the source row (its table's name or unqualified column names).
+    fn append_plan(&self) -> RulePlan {
+        let rule = self.rule;
+        let alias = ident(&self.source.name.name);
+        let key: Vec<&str> = rule.source_key.iter().map(String::as_str).collect();
+        let (one, many_from, many) = self.key_filters(&alias, &key);
+        let columns: Vec<String> = rule.copies.iter().chain(&rule.values).map(|p| ident(&p.target)).collect();
+        let mut exprs: Vec<String> = rule.copies.iter().map(|p| format!("{alias}.{}", ident(&p.source))).collect();
+        // each expression on lines of its own, as `where` predicates
+        exprs.extend(rule.values.iter().map(|p| format!("(\n{}\n)", p.source)));
+        let insert = |from_extra: &str, filter: &str| {
+            format!(
+                "INSERT INTO {} ({})\nSELECT {}\nFROM {from_extra}{} AS {alias} WHERE {filter}",
+                self.target.name.sql(),
+                columns.join(", "),
+                exprs.join(", "),
+                self.source.name.sql()
+            )
+        };
+        let key_cols: Vec<&ColumnInfo> = key.iter().map(|c| self.src_col(c)).collect();
+        RulePlan {
+            flush_one: insert("", &one),
+            flush_many: insert(&many_from, &many),
+            fill_lookup: String::new(),
+            check: String::new(),
+            keys_first: String::new(),
+            keys_after: String::new(),
+            key_types: key_cols.iter().map(|c| c.type_oid).collect(),
+            conflicts_one: None,
+            conflicts_many: None,
+            reverse_one: None,
+            reverse_many: None,
+            reverse_conflicts_one: None,
+            reverse_conflicts_many: None,
+        }
+    }
+
+    /// Bidirectional rules: the statements that carry target rows back to their source row,
+    /// planned as the mirror-image rule. Only maintained target rows (`where`, latest) flow back.
+    fn reverse_plans(&self) -> [Option<String>; 4] {
+        if !self.rule.bidirectional {
+            return [None, None, None, None];
+        }
+        let mut mirror = self.rule.reversed();
+        mirror.where_clause = None;
+        mirror.latest_by = None;
+        mirror.timestamps = self.rule.timestamps.as_ref().map(|(s, t)| (t.clone(), s.clone()));
+        let back = Planner { rule: &mirror, source: self.target, target: self.source };
+        // The mirror's source rows are this rule's target rows, filtered by this rule's scope;
+        // aliased with the target's own name so `where` reads as it was written.
+        let alias = ident(&self.target.name.name);
+        let scope = self.target_scope(&alias);
+        let key: Vec<&str> = mirror.source_key.iter().map(String::as_str).collect();
+        let (one, many_from, many) = back.key_filters(&alias, &key);
+        let with_scope = |filter: &str| {
+            let mut all = vec![filter.to_string()];
+            all.extend(scope.iter().cloned());
+            all.join("\n  AND ")
+        };
+        let one_rows = || back.source_rows_as(&alias, "", &with_scope(&one));
+        let many_rows = || back.source_rows_as(&alias, &many_from, &with_scope(&many));
+        [
+            Some(back.update(one_rows())),
+            Some(back.update(many_rows())),
+            back.conflicts(one_rows()),
+            back.conflicts(many_rows()),
+        ]
+    }
+
     pub fn plan(&self) -> RulePlan {
+        if self.rule.kind == crate::rules::RuleKind::Append {
+            return self.append_plan();
+        }
         let rule = self.rule;
         let key_cols: Vec<&ColumnInfo> = rule.keys.iter().map(|p| self.src_col(&p.source)).collect();
 
@@ -147,25 +342,13 @@ impl<'a> Planner<'a> {
             .enumerate()
             .map(|(i, (p, c))| format!("s.{} {} ${}", ident(&p.source), eq_op(c), i + 1))
             .collect();
-        let flush_one = self.update(self.source_rows("", &one_filter.join(" AND ")));
-
-        let flush_many = if rule.keys.len() == 1 {
-            let p = &rule.keys[0];
-            self.update(self.source_rows("", &format!("s.{} {} ANY ($1)", ident(&p.source), eq_op(key_cols[0]))))
-        } else {
-            // ROWS FROM: multi-argument unnest is only special-cased when written unqualified.
-            let unnests: Vec<String> = (1..=rule.keys.len()).map(|i| format!("pg_catalog.unnest(${i})")).collect();
-            let names: Vec<String> = (1..=rule.keys.len()).map(|i| format!("u{i}")).collect();
-            let on: Vec<String> = rule
-                .keys
-                .iter()
-                .zip(&key_cols)
-                .enumerate()
-                .map(|(i, (p, c))| format!("s.{} {} u.u{}", ident(&p.source), eq_op(c), i + 1))
-                .collect();
-            let from = format!("ROWS FROM ({}) AS u({}), ", unnests.join(", "), names.join(", "));
-            self.update(self.source_rows(&from, &on.join(" AND ")))
-        };
+        let key: Vec<&str> = rule.source_key.iter().map(String::as_str).collect();
+        let (one, many_from, many) = self.key_filters("s", &key);
+        let flush_one = self.update(self.source_rows("", &one));
+        let flush_many = self.update(self.source_rows(&many_from, &many));
+        let conflicts_one = self.conflicts(self.source_rows("", &one));
+        let conflicts_many = self.conflicts(self.source_rows(&many_from, &many));
+        let [reverse_one, reverse_many, reverse_conflicts_one, reverse_conflicts_many] = self.reverse_plans();
 
         let mut fill_lookup = format!(
             "SELECT {} FROM {} AS s WHERE {}",
@@ -173,11 +356,21 @@ impl<'a> Planner<'a> {
             self.source.name.sql(),
             one_filter.join(" AND ")
         );
+        let row = format!("${}", rule.keys.len() + 1);
         if let Some(w) = &rule.where_clause {
             fill_lookup.push_str(&format!(
-                "\n  AND EXISTS (SELECT FROM (SELECT (${}).*) AS {} WHERE (\n{w}\n))",
-                rule.keys.len() + 1,
+                "\n  AND EXISTS (SELECT FROM (SELECT ({row}).*) AS {} WHERE (\n{w}\n))",
                 ident(&self.target.name.name)
+            ));
+        }
+        if let Some(by) = &rule.latest_by {
+            // the new row version is filled only if no other row of its key is newer
+            let keys: Vec<(String, &ColumnInfo)> =
+                rule.keys.iter().enumerate().map(|(i, p)| (format!("${}", i + 1), self.tgt_col(&p.target))).collect();
+            let tid = format!("${}", rule.keys.len() + 2);
+            fill_lookup.push_str(&format!(
+                "\n  AND {}",
+                self.no_newer_row(&keys, &format!("({row}).{}", ident(by)), Some(&tid))
             ));
         }
 
@@ -211,7 +404,18 @@ impl<'a> Planner<'a> {
             keys_first,
             keys_after,
             key_types: key_cols.iter().map(|c| c.type_oid).collect(),
+            conflicts_one,
+            conflicts_many,
+            reverse_one,
+            reverse_many,
+            reverse_conflicts_one,
+            reverse_conflicts_many,
         }
+    }
+
+    /// Whether the fill lookup takes the new target row (`$n+1`) and its old version's tid (`$n+2`).
+    pub fn fill_takes_row(&self) -> bool {
+        self.rule.where_clause.is_some() || self.rule.latest_by.is_some()
     }
 
     /// Source keys of one entity: `$1` is the entity key value.
@@ -233,46 +437,77 @@ impl<'a> Planner<'a> {
     /// BEFORE row triggers that fill copied columns of new or re-parented rows in place.
     pub fn triggers(&self) -> Vec<String> {
         let rule = self.rule;
-        let watched: Vec<&str> = rule.keys.iter().chain(&rule.copies).map(|p| p.source.as_str()).collect();
-        let mut watched_unique = watched.clone();
-        watched_unique.sort();
-        watched_unique.dedup();
-        let of = watched_unique.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-        let when = watched_unique
-            .iter()
-            .map(|c| distinct(&format!("OLD.{}", ident(c)), &format!("NEW.{}", ident(c)), self.src_col(c)))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let append = rule.kind == crate::rules::RuleKind::Append;
+        let watched: Vec<&str> = rule.watched_source_columns().into_iter().collect();
+        let changed = |table: &TableInfo, cols: &[&str]| -> (String, String) {
+            let of = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            let when = cols
+                .iter()
+                .map(|c| {
+                    let col = table.column(c).expect("validated rule: column exists");
+                    distinct(&format!("OLD.{}", ident(c)), &format!("NEW.{}", ident(c)), col)
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            (of, when)
+        };
+        let (of, when) = changed(self.source, &watched);
         let arg = literal(&rule.name);
         let src = self.source.name.sql();
         let tgt = self.target.name.sql();
         let name = |suffix: &str| ident(&trigger_name(&rule.name, suffix));
-        let target_keys = rule.keys.iter().map(|p| ident(&p.target)).collect::<Vec<_>>().join(", ");
-        let target_when = rule
-            .keys
-            .iter()
-            .map(|p| {
-                let c = self.target.column(&p.target).expect("validated target key");
-                distinct(&format!("OLD.{}", ident(&p.target)), &format!("NEW.{}", ident(&p.target)), c)
-            })
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        vec![
-            format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {src} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION data_sync.source_row_trigger({arg})", name("sur")),
-            format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {src} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.source_statement_trigger({arg})", name("sus")),
-            format!("CREATE TRIGGER {} AFTER INSERT ON {src} FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger({arg})", name("sir")),
-            format!("CREATE TRIGGER {} AFTER INSERT ON {src} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.source_statement_trigger({arg})", name("sis")),
+        let mut out = Vec::new();
+        if !watched.is_empty() {
+            out.push(format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {src} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION data_sync.source_row_trigger({arg})", name("sur")));
+            out.push(format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {src} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.source_statement_trigger({arg})", name("sus")));
+        }
+        if !append || rule.on_insert {
+            out.push(format!("CREATE TRIGGER {} AFTER INSERT ON {src} FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger({arg})", name("sir")));
+            out.push(format!("CREATE TRIGGER {} AFTER INSERT ON {src} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.source_statement_trigger({arg})", name("sis")));
+        }
+        if append {
+            return out;
+        }
+        // re-parenting (and, with latest_by, a row becoming the newest) fills the row
+        let mut refill: Vec<&str> = rule.keys.iter().map(|p| p.target.as_str()).collect();
+        refill.extend(rule.latest_by.as_deref());
+        let (target_keys, target_when) = changed(self.target, &refill);
+        out.extend([
             format!("CREATE TRIGGER {} BEFORE INSERT ON {tgt} FOR EACH ROW EXECUTE FUNCTION data_sync.target_fill_trigger({arg})", name("tfi")),
             format!("CREATE TRIGGER {} BEFORE UPDATE OF {target_keys} ON {tgt} FOR EACH ROW WHEN ({target_when}) EXECUTE FUNCTION data_sync.target_fill_trigger({arg})", name("tfu")),
             format!("CREATE TRIGGER {} AFTER INSERT ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.target_statement_trigger({arg})", name("tis")),
             format!("CREATE TRIGGER {} AFTER UPDATE OF {target_keys} ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.target_statement_trigger({arg})", name("tus")),
-        ]
+        ]);
+        if rule.bidirectional {
+            // a change of a copied target column (or a new target row) flows back to the source
+            let copied: Vec<&str> = rule.copies.iter().map(|p| p.target.as_str()).collect();
+            let (of, when) = changed(self.target, &copied);
+            out.extend([
+                format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {tgt} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION data_sync.reverse_row_trigger({arg})", name("rur")),
+                format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.reverse_statement_trigger({arg})", name("rus")),
+                format!("CREATE TRIGGER {} AFTER INSERT ON {tgt} FOR EACH ROW EXECUTE FUNCTION data_sync.reverse_row_trigger({arg})", name("rir")),
+                format!("CREATE TRIGGER {} AFTER INSERT ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.reverse_statement_trigger({arg})", name("ris")),
+            ]);
+        }
+        out
     }
 }
 
 /// Suffixes of the triggers a rule installs, and on which side: `s` source, `t` target.
-pub const TRIGGER_SUFFIXES: [(&str, char); 8] =
-    [("sur", 's'), ("sus", 's'), ("sir", 's'), ("sis", 's'), ("tfi", 't'), ("tfu", 't'), ("tis", 't'), ("tus", 't')];
+pub const TRIGGER_SUFFIXES: [(&str, char); 12] = [
+    ("sur", 's'),
+    ("sus", 's'),
+    ("sir", 's'),
+    ("sis", 's'),
+    ("tfi", 't'),
+    ("tfu", 't'),
+    ("tis", 't'),
+    ("tus", 't'),
+    ("rur", 't'),
+    ("rus", 't'),
+    ("rir", 't'),
+    ("ris", 't'),
+];
 
 pub fn trigger_name(rule: &str, suffix: &str) -> String {
     format!("data_sync_{rule}_{suffix}")
@@ -394,7 +629,7 @@ mod tests {
             target: cat["public.lost_pets"].as_ref().unwrap(),
         };
         let t = p.triggers();
-        assert_eq!(t.len(), TRIGGER_SUFFIXES.len());
+        assert_eq!(t.len(), 8);
         // dropping a rule relies on TRIGGER_SUFFIXES naming every trigger it created, on its side
         for (ddl, (suffix, side)) in t.iter().zip(TRIGGER_SUFFIXES) {
             let table = if side == 's' { "\"public\".\"users\"" } else { "\"public\".\"lost_pets\"" };

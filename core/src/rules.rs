@@ -33,21 +33,108 @@ pub struct EntitySpec {
     pub key: String,
 }
 
-/// `[[rule]]`: a copy rule as written.
+/// What a rule does with a source change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    /// Keep copied columns of matching target rows equal to the source row's.
+    #[default]
+    Copy,
+    /// Insert one new target row per changed source row (history).
+    Append,
+}
+
+impl RuleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::Copy => "copy",
+            RuleKind::Append => "append",
+        }
+    }
+}
+
+/// `[[rule]]`: a rule as written.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     pub name: String,
+    #[serde(default)]
+    pub kind: RuleKind,
     pub source: String,
     pub target: String,
-    /// target column = source column, the join between a target row and its source row.
-    #[serde(rename = "match")]
+    /// target column = source column, the join between a target row and its source row (copy).
+    #[serde(rename = "match", default)]
     pub match_columns: BTreeMap<String, String>,
-    /// target column = source column, the copied values.
+    /// target column = source column, the copied (or appended) values.
+    #[serde(default)]
     pub set: BTreeMap<String, String>,
     /// Optional SQL predicate over target columns restricting which target rows the rule maintains.
     #[serde(default, rename = "where")]
     pub where_clause: Option<String>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Copy: maintain only the target row with the greatest value of this column per match key.
+    #[serde(default)]
+    pub latest_by: Option<String>,
+    /// Copy: also propagate target changes back to the source.
+    #[serde(default)]
+    pub bidirectional: bool,
+    /// Bidirectional: last write wins by these columns (both or neither).
+    #[serde(default)]
+    pub source_timestamp: Option<String>,
+    #[serde(default)]
+    pub target_timestamp: Option<String>,
+    /// Append: target column = SQL expression over the source row (e.g. `now()`).
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
+    /// Append: source columns whose change appends a row (default: the `set` source columns
+    /// outside the source's key).
+    #[serde(default)]
+    pub watch: Option<Vec<String>>,
+    /// Append: also append when a source row is inserted.
+    #[serde(default)]
+    pub on_insert: bool,
+}
+
+impl RuleSpec {
+    /// A copy rule with only the required fields (the rest defaulted).
+    pub fn copy(name: &str, source: &str, target: &str) -> RuleSpec {
+        RuleSpec {
+            name: name.to_string(),
+            kind: RuleKind::Copy,
+            source: source.to_string(),
+            target: target.to_string(),
+            match_columns: BTreeMap::new(),
+            set: BTreeMap::new(),
+            where_clause: None,
+            enabled: true,
+            latest_by: None,
+            bidirectional: false,
+            source_timestamp: None,
+            target_timestamp: None,
+            values: BTreeMap::new(),
+            watch: None,
+            on_insert: false,
+        }
+    }
+}
+
+/// The optional keys of a rule, as `data_sync.add_rule`'s `options` JSON object.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleOptions {
+    #[serde(default)]
+    pub kind: RuleKind,
+    pub latest_by: Option<String>,
+    #[serde(default)]
+    pub bidirectional: bool,
+    pub source_timestamp: Option<String>,
+    pub target_timestamp: Option<String>,
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
+    pub watch: Option<Vec<String>>,
+    #[serde(default)]
+    pub on_insert: bool,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
 }
@@ -114,6 +201,7 @@ pub struct RuleArgs<'a> {
     pub match_columns: Option<serde_json::Value>,
     pub set_columns: Option<serde_json::Value>,
     pub where_clause: Option<&'a str>,
+    pub options: Option<serde_json::Value>,
 }
 
 /// Builds one rule from `data_sync.add_rule`'s arguments; errors name the rule and the
@@ -140,14 +228,30 @@ pub fn rule_from_args(args: RuleArgs<'_>) -> Result<RuleSpec, Error> {
             })
             .collect()
     };
+    let options: RuleOptions = match args.options {
+        None | Some(serde_json::Value::Null) => RuleOptions { enabled: true, ..Default::default() },
+        Some(value) => serde_json::from_value(value).map_err(|e| Error::new(format!("{label}: options: {e}")))?,
+    };
+    let match_columns = match (options.kind, args.match_columns) {
+        (RuleKind::Append, None) => BTreeMap::new(),
+        (_, value) => columns(value, "match")?,
+    };
     Ok(RuleSpec {
         name: name.to_string(),
+        kind: options.kind,
         source: required(args.source, "source")?,
         target: required(args.target, "target")?,
-        match_columns: columns(args.match_columns, "match")?,
+        match_columns,
         set: columns(args.set_columns, "set")?,
         where_clause: args.where_clause.map(str::to_string),
-        enabled: true,
+        enabled: options.enabled,
+        latest_by: options.latest_by,
+        bidirectional: options.bidirectional,
+        source_timestamp: options.source_timestamp,
+        target_timestamp: options.target_timestamp,
+        values: options.values,
+        watch: options.watch,
+        on_insert: options.on_insert,
     })
 }
 
@@ -254,10 +358,23 @@ set = { contact_phone = "phone" }
 
     #[test]
     fn missing_field_names_the_rule() {
-        let err = parse_document("[[rule]]\nname = \"r\"\nsource = \"a.b\"\ntarget = \"a.c\"\nset = { x = \"y\" }\n")
-            .unwrap_err();
+        let err = parse_document("[[rule]]\nname = \"r\"\nsource = \"a.b\"\nset = { x = \"y\" }\n").unwrap_err();
         assert!(err.message.contains("rule \"r\""), "{}", err.message);
-        assert!(err.message.contains("match"), "{}", err.message);
+        assert!(err.message.contains("target"), "{}", err.message);
+    }
+
+    #[test]
+    fn rule_kinds_and_options() {
+        let doc = parse_document(
+            "[[rule]]\nname = \"h\"\nkind = \"append\"\nsource = \"a.b\"\ntarget = \"a.c\"\n\
+             set = { x = \"y\" }\nvalues = { at = \"now()\" }\non_insert = true\n",
+        )
+        .unwrap();
+        assert_eq!(doc.rule[0].kind, RuleKind::Append);
+        assert_eq!(doc.rule[0].values["at"], "now()");
+        let err = parse_document("[[rule]]\nname = \"h\"\nkind = \"merge\"\nsource = \"a.b\"\ntarget = \"a.c\"\n")
+            .unwrap_err();
+        assert!(err.message.contains("rule \"h\"") && err.message.contains("merge"), "{}", err.message);
     }
 
     #[test]
@@ -286,6 +403,7 @@ set = { contact_phone = "phone" }
             match_columns: Some(serde_json::json!({"a_id": "id"})),
             set_columns: Some(serde_json::json!({"x": "y"})),
             where_clause: None,
+            options: None,
         };
         let spec = rule_from_args(args()).unwrap();
         assert_eq!((spec.match_columns["a_id"].as_str(), spec.set["x"].as_str()), ("id", "y"));

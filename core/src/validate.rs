@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::catalog::{Catalog, ColumnInfo, TableInfo, TableName};
-use crate::rules::{EntitySpec, RuleSpec};
+use crate::rules::{EntitySpec, RuleKind, RuleSpec};
 use crate::Error;
 
 /// One `target column = source column` pair.
@@ -14,23 +14,65 @@ pub struct Pair {
     pub source: String,
 }
 
-/// A validated copy rule with resolved table names. Pairs are sorted by target column, so two
-/// rules that mean the same compare equal whatever order they were written in.
+/// A validated rule with resolved table names. Pairs are sorted by target column, so two rules
+/// that mean the same compare equal whatever order they were written in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub name: String,
+    pub kind: RuleKind,
     pub source: TableName,
     pub target: TableName,
+    /// Copy: target match column = source key column. Empty for append rules.
     pub keys: Vec<Pair>,
+    /// target column = source column: copied (copy) or inserted (append) values.
     pub copies: Vec<Pair>,
     pub where_clause: Option<String>,
     pub enabled: bool,
+    /// Copy: only the target row with the greatest value of this column per match key.
+    pub latest_by: Option<String>,
+    pub bidirectional: bool,
+    /// Bidirectional last-write-wins columns, (source, target).
+    pub timestamps: Option<(String, String)>,
+    /// Append: target column = SQL expression (in `source`).
+    pub values: Vec<Pair>,
+    /// Append: the source columns whose change appends a row.
+    pub watch: Vec<String>,
+    pub on_insert: bool,
+    /// Columns identifying one source row: the match's source columns for copy rules, the
+    /// source's primary key (or first unique key) for append rules.
+    pub source_key: Vec<String>,
 }
 
 impl Rule {
-    /// Source columns whose change must be propagated: the copied ones and the key.
+    /// Source columns whose change must be propagated.
     pub fn watched_source_columns(&self) -> BTreeSet<&str> {
-        self.keys.iter().chain(&self.copies).map(|p| p.source.as_str()).collect()
+        match self.kind {
+            RuleKind::Copy => self.keys.iter().chain(&self.copies).map(|p| p.source.as_str()).collect(),
+            RuleKind::Append => self.watch.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Target columns the rule writes.
+    pub fn written_target_columns(&self) -> BTreeSet<&str> {
+        self.copies.iter().chain(&self.values).map(|p| p.target.as_str()).collect()
+    }
+
+    /// The reverse direction of a bidirectional rule, as a copy rule from target to source
+    /// (used for cycle checks).
+    pub fn reversed(&self) -> Rule {
+        let swap = |pairs: &[Pair]| -> Vec<Pair> {
+            pairs.iter().map(|p| Pair { target: p.source.clone(), source: p.target.clone() }).collect()
+        };
+        Rule {
+            name: self.name.clone(),
+            source: self.target.clone(),
+            target: self.source.clone(),
+            keys: swap(&self.keys),
+            copies: swap(&self.copies),
+            source_key: self.keys.iter().map(|p| p.target.clone()).collect(),
+            bidirectional: false,
+            ..self.clone()
+        }
     }
 }
 
@@ -64,20 +106,38 @@ fn column<'t>(info: &'t TableInfo, name: &str, field: &str, label: &str) -> Resu
 /// Checks one rule against the catalog.
 pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> {
     let label = format!("rule \"{}\"", spec.name);
+    let fail = |message: String| -> Result<Rule, Error> { Err(Error::new(format!("{label}: {message}"))) };
     let source = table(catalog, &spec.source, "source", &label)?;
     let target = table(catalog, &spec.target, "target", &label)?;
     for (what, info) in [("source", source), ("target", target)] {
         if !info.is_table {
-            return Err(Error::new(format!("{label}: {what} {} is not a table", info.name)));
+            return fail(format!("{what} {} is not a table", info.name));
         }
     }
-    if spec.match_columns.is_empty() {
-        return Err(Error::new(format!(
-            "{label}: match: at least one `target column = source column` pair is required"
-        )));
+    let append = spec.kind == RuleKind::Append;
+    // options that belong to the other kind
+    let misplaced: &[(&str, bool)] = if append {
+        &[
+            ("match", !spec.match_columns.is_empty()),
+            ("where", spec.where_clause.is_some()),
+            ("latest_by", spec.latest_by.is_some()),
+            ("bidirectional", spec.bidirectional),
+            ("source_timestamp", spec.source_timestamp.is_some()),
+            ("target_timestamp", spec.target_timestamp.is_some()),
+        ]
+    } else {
+        &[("values", !spec.values.is_empty()), ("watch", spec.watch.is_some()), ("on_insert", spec.on_insert)]
+    };
+    if let Some((field, _)) = misplaced.iter().find(|(_, present)| *present) {
+        let other = if append { "copy" } else { "append" };
+        return fail(format!("{field}: only allowed in {other} rules (this is a {} rule)", spec.kind.as_str()));
     }
-    if spec.set.is_empty() {
-        return Err(Error::new(format!("{label}: set: at least one `target column = source column` pair is required")));
+    if !append && spec.match_columns.is_empty() {
+        return fail("match: at least one `target column = source column` pair is required".into());
+    }
+    if spec.set.is_empty() && (!append || spec.values.is_empty()) {
+        let what = if append { "set or values" } else { "set" };
+        return fail(format!("{what}: at least one `target column = source column` pair is required"));
     }
 
     let pairs = |field: &str, map: &BTreeMap<String, String>| -> Result<Vec<Pair>, Error> {
@@ -103,28 +163,123 @@ pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> 
     };
     let keys = pairs("match", &spec.match_columns)?;
     let copies = pairs("set", &spec.set)?;
+    let mut values = Vec::new();
+    for (t, expression) in &spec.values {
+        column(target, t, "values", &label)?;
+        if spec.set.contains_key(t) {
+            return fail(format!("values: column {}.{t} is also in set", target.name));
+        }
+        if expression.trim().is_empty() {
+            return fail(format!("values.{t}: empty expression"));
+        }
+        values.push(Pair { target: t.clone(), source: expression.clone() });
+    }
 
     for copy in &copies {
         if source.name == target.name && copy.source == copy.target {
-            return Err(Error::new(format!("{label}: set: copies column {}.{} onto itself", source.name, copy.source)));
+            return fail(format!("set: copies column {}.{} onto itself", source.name, copy.source));
         }
         if keys.iter().any(|k| k.target == copy.target) {
-            return Err(Error::new(format!(
-                "{label}: set: column {}.{} is also a match column",
-                target.name, copy.target
-            )));
+            return fail(format!("set: column {}.{} is also a match column", target.name, copy.target));
         }
     }
-    let key_columns: BTreeSet<&str> = keys.iter().map(|k| k.source.as_str()).collect();
-    let unique =
-        source.unique_keys.iter().any(|uk| !uk.is_empty() && uk.iter().all(|c| key_columns.contains(c.as_str())));
-    if !unique {
-        return Err(Error::new(format!(
-            "{label}: match: source columns ({}) of {} are not covered by a unique index or primary key",
-            key_columns.iter().copied().collect::<Vec<_>>().join(", "),
-            source.name
-        )));
+
+    let source_key: Vec<String> = if append {
+        match source.unique_keys.first() {
+            Some(key) => key.clone(),
+            None => return fail(format!("source table {} has no primary key or unique index", source.name)),
+        }
+    } else {
+        let key_columns: BTreeSet<&str> = keys.iter().map(|k| k.source.as_str()).collect();
+        let unique =
+            source.unique_keys.iter().any(|uk| !uk.is_empty() && uk.iter().all(|c| key_columns.contains(c.as_str())));
+        if !unique {
+            return fail(format!(
+                "match: source columns ({}) of {} are not covered by a unique index or primary key",
+                key_columns.iter().copied().collect::<Vec<_>>().join(", "),
+                source.name
+            ));
+        }
+        keys.iter().map(|k| k.source.clone()).collect()
+    };
+
+    let watch: Vec<String> = if append {
+        let watch = match &spec.watch {
+            Some(list) => list.clone(),
+            None => {
+                let outside_key: Vec<String> =
+                    copies.iter().map(|p| p.source.clone()).filter(|c| !source_key.contains(c)).collect();
+                if outside_key.is_empty() {
+                    copies.iter().map(|p| p.source.clone()).collect()
+                } else {
+                    outside_key
+                }
+            }
+        };
+        if watch.is_empty() && !spec.on_insert {
+            return fail("watch: name the source columns whose change appends a row (or set on_insert)".into());
+        }
+        for c in &watch {
+            column(source, c, "watch", &label)?;
+        }
+        let mut watch = watch;
+        watch.sort();
+        watch.dedup();
+        watch
+    } else {
+        Vec::new()
+    };
+
+    if let Some(by) = &spec.latest_by {
+        let c = column(target, by, "latest_by", &label)?;
+        if c.eq_schema.is_none() {
+            return fail(format!("latest_by: type {} of {}.{by} cannot be compared", c.type_name, target.name));
+        }
+        if keys.iter().any(|k| &k.target == by) || copies.iter().any(|p| &p.target == by) {
+            return fail(format!("latest_by: column {}.{by} is also a match or set column", target.name));
+        }
     }
+
+    let timestamps = match (&spec.source_timestamp, &spec.target_timestamp) {
+        (None, None) => None,
+        (Some(s), Some(t)) => {
+            if !spec.bidirectional {
+                return fail("source_timestamp, target_timestamp: only allowed in bidirectional rules".into());
+            }
+            let sc = column(source, s, "source_timestamp", &label)?;
+            let tc = column(target, t, "target_timestamp", &label)?;
+            if sc.type_oid != tc.type_oid {
+                return fail(format!(
+                    "source_timestamp, target_timestamp: type mismatch: {}.{s} is {} but {}.{t} is {}",
+                    source.name, sc.type_name, target.name, tc.type_name
+                ));
+            }
+            if copies.iter().any(|p| &p.source == s || &p.target == t) {
+                return fail("source_timestamp, target_timestamp: must not be copied columns".into());
+            }
+            Some((s.clone(), t.clone()))
+        }
+        _ => return fail("source_timestamp, target_timestamp: give both or neither".into()),
+    };
+
+    if spec.bidirectional {
+        if source.name == target.name {
+            return fail("bidirectional: source and target must be different tables".into());
+        }
+        // Back-propagation needs one target row per source row to take the value from.
+        let target_keys: BTreeSet<&str> = keys.iter().map(|k| k.target.as_str()).collect();
+        let unique_target =
+            target.unique_keys.iter().any(|uk| !uk.is_empty() && uk.iter().all(|c| target_keys.contains(c.as_str())));
+        if !unique_target && spec.latest_by.is_none() {
+            return fail(format!(
+                "bidirectional: target match columns ({}) of {} are not unique; add latest_by to name the row \
+                 whose value flows back",
+                target_keys.iter().copied().collect::<Vec<_>>().join(", "),
+                target.name
+            ));
+        }
+    }
+
     let where_clause = match &spec.where_clause {
         Some(w) if w.trim().is_empty() => None,
         Some(w) => Some(w.clone()),
@@ -132,12 +287,20 @@ pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> 
     };
     Ok(Rule {
         name: spec.name.clone(),
+        kind: spec.kind,
         source: source.name.clone(),
         target: target.name.clone(),
         keys,
         copies,
         where_clause,
         enabled: spec.enabled,
+        latest_by: spec.latest_by.clone(),
+        bidirectional: spec.bidirectional,
+        timestamps,
+        values,
+        watch,
+        on_insert: spec.on_insert,
+        source_key,
     })
 }
 
@@ -166,9 +329,24 @@ pub fn validate_entity(spec: &EntitySpec, catalog: &Catalog) -> Result<Entity, E
 /// watches, or a match column of B's target (re-parenting fills it). A cycle would make every
 /// write propagate forever, so the whole set is refused, naming the rules on the cycle.
 pub fn check_cycles(rules: &[Rule]) -> Result<(), Error> {
+    // A bidirectional rule is two directions; the loop between them is declared and ends after
+    // one reverse hop, every other cycle through either direction is refused.
+    let mut expanded: Vec<Rule> = Vec::new();
+    for rule in rules {
+        expanded.push(rule.clone());
+        if rule.bidirectional {
+            expanded.push(rule.reversed());
+        }
+    }
+    let rules = &expanded[..];
     let feeds = |a: &Rule, b: &Rule| -> bool {
-        let written: BTreeSet<&str> = a.copies.iter().map(|p| p.target.as_str()).collect();
-        (a.target == b.source && b.watched_source_columns().iter().any(|c| written.contains(c)))
+        if a.name == b.name && a.source != b.source {
+            return false; // the two directions of one bidirectional rule
+        }
+        let written = a.written_target_columns();
+        // an appended row is an INSERT into the target, which every rule on it sees
+        let inserts = a.kind == RuleKind::Append;
+        (a.target == b.source && (inserts || b.watched_source_columns().iter().any(|c| written.contains(c))))
             || (a.target == b.target && b.keys.iter().any(|k| written.contains(k.target.as_str())))
     };
     // Depth-first search with colours; rule sets are small, so O(n²) edges are fine.

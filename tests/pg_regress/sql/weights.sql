@@ -1,0 +1,87 @@
+-- The pet-weight story: an append rule keeps a measurement history, a bidirectional copy rule
+-- keeps pets.weight_kg and the latest health record's weight equal, last write winning by the
+-- timestamps on each side.
+BEGIN;
+CREATE EXTENSION data_sync;
+CREATE SCHEMA w;
+CREATE TABLE w.pets (id int PRIMARY KEY, name text, weight_kg numeric(5,2), weight_updated_at timestamptz);
+CREATE TABLE w.health_records (id int PRIMARY KEY, pet_id int, weight numeric(5,2), recorded_at timestamptz,
+                               note text);
+CREATE TABLE w.pet_measurements (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, pet_id int,
+                                 weight_kg numeric(5,2), measured_at timestamptz, origin text);
+INSERT INTO w.pets VALUES (1, 'Rex', 30.00, '2026-01-01'), (2, 'Tom', 4.00, '2026-01-01');
+INSERT INTO w.health_records VALUES
+    (10, 1, 29.00, '2025-06-01', 'old visit'),
+    (11, 1, 30.00, '2026-01-01', 'latest visit'),
+    (20, 2, 4.00, '2026-01-01', 'latest visit');
+
+SELECT * FROM data_sync.load_rules($$
+[[rule]]
+name = "pet_weight_history"
+kind = "append"
+source = "w.pets"
+target = "w.pet_measurements"
+set = { pet_id = "id", weight_kg = "weight_kg", measured_at = "weight_updated_at" }
+values = { origin = "'pets.' || name" }
+on_insert = true
+
+[[rule]]
+name = "pet_weight_latest_record"
+source = "w.pets"
+target = "w.health_records"
+match = { pet_id = "id" }
+set = { weight = "weight_kg" }
+latest_by = "recorded_at"
+bidirectional = true
+source_timestamp = "weight_updated_at"
+target_timestamp = "recorded_at"
+$$);
+SELECT tgname FROM pg_trigger WHERE tgname LIKE 'data_sync_%' ORDER BY 1;
+
+CREATE VIEW w.state AS
+SELECT p.id, p.weight_kg, p.weight_updated_at,
+       (SELECT string_agg(h.id || ':' || coalesce(h.weight::text, 'null'), ' ' ORDER BY h.id)
+        FROM w.health_records h WHERE h.pet_id = p.id) AS records,
+       (SELECT string_agg(m.weight_kg || '@' || m.origin, ' ' ORDER BY m.id)
+        FROM w.pet_measurements m WHERE m.pet_id = p.id) AS history
+FROM w.pets p ORDER BY p.id;
+
+-- 1. The pet's weight changes: one history row, the latest record follows; the older record keeps
+--    its weight (history), and a change of another column appends nothing.
+UPDATE w.pets SET weight_kg = 31.00, weight_updated_at = '2026-02-01' WHERE id = 1;
+UPDATE w.pets SET name = 'Rexy' WHERE id = 1;
+SELECT * FROM w.state;
+
+-- 2. A vet records a newer visit with a weight: the pet follows (last write wins), which appends
+--    a history row in turn.
+INSERT INTO w.health_records VALUES (12, 1, 32.50, '2026-03-01', 'new visit');
+SELECT * FROM w.state;
+
+-- 3. A late entry of an older visit is history: it neither becomes latest nor changes the pet.
+INSERT INTO w.health_records VALUES (13, 1, 28.00, '2025-12-01', 'late entry');
+-- 4. A new visit without a weight is filled from the pet.
+INSERT INTO w.health_records VALUES (14, 1, NULL, '2026-04-01', 'weight not taken');
+SELECT * FROM w.state;
+
+-- 5. A correction of the latest record whose own timestamp is older than the pet's newest weight
+--    loses: the pet keeps its weight and the skip is logged as a conflict.
+UPDATE w.pets SET weight_kg = 33.00, weight_updated_at = '2026-05-01' WHERE id = 1;
+UPDATE w.health_records SET weight = 31.00 WHERE id = 14;
+SELECT * FROM w.state;
+-- ...and a pet weight older than the latest record does not overwrite it either
+UPDATE w.health_records SET weight = 4.50, recorded_at = '2026-06-01' WHERE id = 20;
+UPDATE w.pets SET weight_kg = 4.20, weight_updated_at = '2026-05-15' WHERE id = 2;
+SELECT * FROM w.state;
+
+-- 6. A multi-row update: one statement per rule, one log row per rule.
+UPDATE w.pets SET weight_kg = weight_kg + 1, weight_updated_at = '2026-07-01';
+SELECT * FROM w.state;
+-- 7. A new pet appends its first measurement (on_insert).
+INSERT INTO w.pets VALUES (3, 'Kit', 2.00, '2026-07-02');
+SELECT * FROM w.state;
+
+SELECT rule_name, operation, source_table, source_key, source_rows, target_table, rows_changed, status
+FROM data_sync.sync_log ORDER BY id;
+-- drift: none (append rules are not checked: their rows are history)
+SELECT * FROM data_sync.check();
+ROLLBACK;
