@@ -204,6 +204,11 @@ fn check_target_owner_reads_source(rule: &Rule, source: &TableInfo, target: &Tab
         let target_columns = rule.keys.iter().chain(&rule.copies).map(|p| p.target.as_str());
         needs.extend(target_columns.map(|c| (source, target, c)));
     }
+    // the fill runs as the source's owner; with latest_by it reads the target's other rows
+    if let Some(by) = &rule.latest_by {
+        let target_columns = rule.keys.iter().map(|p| p.target.as_str()).chain([by.as_str()]);
+        needs.extend(target_columns.map(|c| (source, target, c)));
+    }
     for (writer, read, column) in needs {
         let allowed = Spi::get_one_with_args::<bool>(
             "SELECT pg_catalog.has_column_privilege(c.relowner, $2, $3, 'SELECT')
@@ -246,6 +251,8 @@ fn check_statements(rule: &Rule, source: &TableInfo, target: &TableInfo) {
         (plan.flush_one.clone(), &scalars),
         (plan.flush_many.clone(), &arrays),
         (plan.fill_lookup.clone(), &fill_types),
+        (plan.lock_one.clone(), &scalars),
+        (plan.lock_many.clone(), &arrays),
         (plan.check.clone(), &none),
         (optional(&plan.conflicts_one), &scalars),
         (optional(&plan.conflicts_many), &arrays),

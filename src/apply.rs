@@ -202,6 +202,13 @@ impl RuleRuntime {
         self.run_keyed(("flush_one", &self.plan.flush_one), ("flush_many", &self.plan.flush_many), keys)
     }
 
+    /// Locks the source rows of these keys FOR SHARE (re-syncs, before `flush`).
+    pub fn lock_sources(&self, keys: &[Vec<Datum>]) {
+        if !self.plan.lock_one.is_empty() {
+            self.run_keyed(("lock_one", &self.plan.lock_one), ("lock_many", &self.plan.lock_many), keys);
+        }
+    }
+
     /// Last-write-wins rules: how many target rows of these source rows are newer than the
     /// source and were left alone.
     pub fn conflicts(&self, keys: &[Vec<Datum>]) -> Option<u64> {

@@ -284,6 +284,10 @@ pub fn propagate(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 
     let role = unsafe { pg_sys::GetUserId() };
     let _entry = ChainEntry::enter(&rt.rule.name, false);
     apply::with_spi(|| {
+        if operation == "sync" {
+            // as the source's owner, who may lock its rows
+            apply::naming_rule(rt, "re-sync of", || apply::as_role(rt.source_owner, || rt.lock_sources(keys)));
+        }
         let (changed, conflicts) = apply::naming_rule(rt, "propagation to", || {
             apply::as_role(rt.target_owner, || (rt.flush(keys), rt.conflicts(keys)))
         });
@@ -338,8 +342,9 @@ fn target_fill_trigger<'a>(
         }
         let caller_context = pg_sys::CurrentMemoryContext;
         let filled = apply::with_spi(|| {
+            // as the source's owner, who may lock its rows (as foreign-key checks do)
             let found = apply::naming_rule(&rt, "filling a row of", || {
-                apply::as_role(rt.target_owner, || {
+                apply::as_role(rt.source_owner, || {
                     rt.execute("fill_lookup", &rt.plan.fill_lookup, &types, &args, &nulls)
                 })
             });

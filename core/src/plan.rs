@@ -66,6 +66,10 @@ pub struct RulePlan {
     pub keys_after: String,
     /// Type OIDs of the source key columns, in parameter order.
     pub key_types: Vec<u32>,
+    /// Re-syncs: lock the source rows of a batch (`FOR SHARE`) before copying them. Same
+    /// parameters as `flush_one` / `flush_many`. Empty for append rules.
+    pub lock_one: String,
+    pub lock_many: String,
     /// Last-write-wins rules: how many target rows a propagation skipped because their
     /// timestamp is newer. Same parameters as `flush_one` / `flush_many`.
     pub conflicts_one: Option<String>,
@@ -287,6 +291,8 @@ impl<'a> Planner<'a> {
             keys_first: String::new(),
             keys_after: String::new(),
             key_types: key_cols.iter().map(|c| c.type_oid).collect(),
+            lock_one: String::new(),
+            lock_many: String::new(),
             conflicts_one: None,
             conflicts_many: None,
             reverse_one: None,
@@ -374,6 +380,14 @@ impl<'a> Planner<'a> {
             ));
         }
 
+        // Like a foreign-key check, the fill locks the source row it copies from (FOR SHARE: a
+        // concurrent update of the copied values waits, or is waited for), so an insert racing
+        // an update of its source row cannot keep the old value.
+        fill_lookup.push_str("\nFOR SHARE OF s");
+        // Re-syncs lock their batch of source rows first, so they copy committed values.
+        let lock_one = format!("SELECT 1 FROM {} AS s WHERE {one} FOR SHARE OF s", self.source.name.sql());
+        let lock_many = format!("SELECT 1 FROM {many_from}{} AS s WHERE {many} FOR SHARE OF s", self.source.name.sql());
+
         let check = format!(
             "SELECT pg_catalog.count(*) FROM {}, {}\nWHERE {}",
             self.target.name.sql(),
@@ -404,6 +418,8 @@ impl<'a> Planner<'a> {
             keys_first,
             keys_after,
             key_types: key_cols.iter().map(|c| c.type_oid).collect(),
+            lock_one,
+            lock_many,
             conflicts_one,
             conflicts_many,
             reverse_one,
