@@ -658,6 +658,66 @@ mod tests {
     }
 
     #[test]
+    fn append_rules_insert_from_the_source_row() {
+        let cat = tailtracker();
+        let doc = parse_document(crate::validate::tests::WEIGHT_RULES).unwrap();
+        let rule = validate_rule(&doc.rule[0], &cat).unwrap();
+        let p = Planner {
+            rule: &rule,
+            source: cat["public.pets"].as_ref().unwrap(),
+            target: cat["public.pet_measurements"].as_ref().unwrap(),
+        };
+        let plan = p.plan();
+        assert_eq!(
+            plan.flush_one,
+            "INSERT INTO \"public\".\"pet_measurements\" (\"pet_id\", \"weight_kg\", \"measured_at\")\n\
+             SELECT \"pets\".\"id\", \"pets\".\"weight_kg\", (\nnow()\n)\n\
+             FROM \"public\".\"pets\" AS \"pets\" WHERE \"pets\".\"id\" OPERATOR(\"pg_catalog\".=) $1"
+        );
+        assert!(plan.check.is_empty() && plan.reverse_one.is_none());
+        let t = p.triggers();
+        // watches weight_kg only; no insert triggers (on_insert = false), nothing on the target
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert!(t[0].contains("AFTER UPDATE OF \"weight_kg\" ON \"public\".\"pets\""), "{}", t[0]);
+    }
+
+    #[test]
+    fn bidirectional_latest_rules_plan_both_ways() {
+        let cat = tailtracker();
+        let doc = parse_document(crate::validate::tests::WEIGHT_RULES).unwrap();
+        let rule = validate_rule(&doc.rule[1], &cat).unwrap();
+        let p = Planner {
+            rule: &rule,
+            source: cat["public.pets"].as_ref().unwrap(),
+            target: cat["public.health_records"].as_ref().unwrap(),
+        };
+        let plan = p.plan();
+        // forward: only the newest record of the pet, and only if the pet's weight is not older
+        assert!(plan
+            .flush_one
+            .contains("NOT EXISTS (SELECT FROM \"public\".\"health_records\" AS \"data_sync$newer\""));
+        assert!(plan.flush_one.contains("((\"data_sync$src\".\"data_sync$ts\" OPERATOR(\"pg_catalog\".<) \"public\".\"health_records\".\"recorded_at\") IS NOT TRUE)"), "{}", plan.flush_one);
+        // recorded_at orders the history: the forward way does not overwrite it
+        assert!(!plan.flush_one.contains("SET \"weight\" = \"data_sync$src\".\"data_sync$v1\", \"recorded_at\""));
+        assert!(plan.conflicts_one.as_deref().unwrap().starts_with("SELECT pg_catalog.count(*)"));
+        // back: pets takes the newest record's weight and its timestamp
+        let back = plan.reverse_one.as_deref().unwrap();
+        assert!(back.starts_with("UPDATE \"public\".\"pets\" SET \"weight_kg\" = \"data_sync$src\".\"data_sync$v1\", \"weight_at\" = \"data_sync$src\".\"data_sync$ts\""), "{back}");
+        assert!(back.contains("FROM \"public\".\"health_records\" AS \"health_records\" WHERE \"health_records\".\"pet_id\" OPERATOR(\"pg_catalog\".=) $1"), "{back}");
+        assert!(plan.fill_lookup.ends_with("FOR SHARE OF s"));
+        assert!(plan.fill_lookup.contains("(\"data_sync$newer\".ctid OPERATOR(pg_catalog.=) $3) IS NOT TRUE"));
+        let t = p.triggers();
+        assert_eq!(t.len(), 12);
+        assert!(t[5].contains("BEFORE UPDATE OF \"pet_id\", \"recorded_at\" ON"), "{}", t[5]);
+        assert!(t[8].contains("AFTER UPDATE OF \"weight\" ON \"public\".\"health_records\" FOR EACH ROW"), "{}", t[8]);
+        for ddl in &t {
+            let suffix =
+                &ddl["CREATE TRIGGER \"data_sync_latest_".len().."CREATE TRIGGER \"data_sync_latest_".len() + 3];
+            assert!(TRIGGER_SUFFIXES.iter().any(|(s, _)| s == &suffix), "{ddl}");
+        }
+    }
+
+    #[test]
     fn entity_keys_query() {
         let doc = parse_document(&rule_toml(
             "r",

@@ -130,7 +130,8 @@ pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> 
     };
     if let Some((field, _)) = misplaced.iter().find(|(_, present)| *present) {
         let other = if append { "copy" } else { "append" };
-        return fail(format!("{field}: only allowed in {other} rules (this is a {} rule)", spec.kind.as_str()));
+        let this = if append { "an append" } else { "a copy" };
+        return fail(format!("{field}: only allowed in {other} rules (this is {this} rule)"));
     }
     if !append && spec.match_columns.is_empty() {
         return fail("match: at least one `target column = source column` pair is required".into());
@@ -412,6 +413,8 @@ pub(crate) mod tests {
             "text" => 25,
             "json" => 114,
             "uuid" => 2950,
+            "numeric" => 1700,
+            "timestamptz" => 1184,
             _ => 1,
         };
         ColumnInfo {
@@ -463,7 +466,97 @@ pub(crate) mod tests {
         c.insert("public.lost_pets".into(), Ok(lost));
         c.insert("public.veterinarians".into(), Ok(vets));
         c.insert("public.nope".into(), Err("table \"public.nope\" does not exist".into()));
+        let pets = tbl(
+            "public",
+            "pets",
+            &[("id", "bigint"), ("name", "text"), ("weight_kg", "numeric"), ("weight_at", "timestamptz")],
+            &[&["id"]],
+        );
+        let records = tbl(
+            "public",
+            "health_records",
+            &[("id", "bigint"), ("pet_id", "bigint"), ("weight", "numeric"), ("recorded_at", "timestamptz")],
+            &[&["id"]],
+        );
+        let measurements = tbl(
+            "public",
+            "pet_measurements",
+            &[("id", "bigint"), ("pet_id", "bigint"), ("weight_kg", "numeric"), ("measured_at", "timestamptz")],
+            &[&["id"]],
+        );
+        c.insert("public.pets".into(), Ok(pets));
+        c.insert("public.health_records".into(), Ok(records));
+        c.insert("public.pet_measurements".into(), Ok(measurements));
         c
+    }
+
+    pub const WEIGHT_RULES: &str = r#"
+[[rule]]
+name = "history"
+kind = "append"
+source = "public.pets"
+target = "public.pet_measurements"
+set = { pet_id = "id", weight_kg = "weight_kg" }
+values = { measured_at = "now()" }
+
+[[rule]]
+name = "latest"
+source = "public.pets"
+target = "public.health_records"
+match = { pet_id = "id" }
+set = { weight = "weight_kg" }
+latest_by = "recorded_at"
+bidirectional = true
+source_timestamp = "weight_at"
+target_timestamp = "recorded_at"
+"#;
+
+    #[test]
+    fn weight_rules_validate() {
+        let rules = validate_text(WEIGHT_RULES).unwrap();
+        let history = &rules[0];
+        assert_eq!(history.kind, RuleKind::Append);
+        assert!(history.keys.is_empty());
+        assert_eq!(history.source_key, vec!["id"]);
+        // the key column is not watched: only a weight change appends
+        assert_eq!(history.watch, vec!["weight_kg"]);
+        let latest = &rules[1];
+        assert!(latest.bidirectional);
+        assert_eq!(latest.timestamps, Some(("weight_at".into(), "recorded_at".into())));
+    }
+
+    #[test]
+    fn kind_specific_keys_are_refused_elsewhere() {
+        let append_with_match =
+            WEIGHT_RULES.replacen("kind = \"append\"", "kind = \"append\"\nmatch = { pet_id = \"id\" }", 1);
+        let err = validate_text(&append_with_match).unwrap_err();
+        assert_eq!(err.message, "rule \"history\": match: only allowed in copy rules (this is an append rule)");
+        let copy_with_values = WEIGHT_RULES.replace("latest_by =", "on_insert = true\nlatest_by =");
+        let err = validate_text(&copy_with_values).unwrap_err();
+        assert!(err.message.starts_with("rule \"latest\": on_insert: only allowed in append rules"), "{}", err.message);
+    }
+
+    #[test]
+    fn bidirectional_needs_one_row_per_key_and_both_timestamps() {
+        let err = validate_text(&WEIGHT_RULES.replace("latest_by = \"recorded_at\"\n", "")).unwrap_err();
+        assert!(err.message.contains("bidirectional: target match columns (pet_id)"), "{}", err.message);
+        let err = validate_text(&WEIGHT_RULES.replace("source_timestamp = \"weight_at\"\n", "")).unwrap_err();
+        assert!(err.message.contains("give both or neither"), "{}", err.message);
+    }
+
+    #[test]
+    fn bidirectional_pair_is_no_cycle_but_others_are() {
+        // the declared pair is accepted...
+        assert!(validate_text(WEIGHT_RULES).is_ok());
+        // ...a second rule carrying the record's weight back to pets closes a real cycle
+        let text = format!(
+            "{WEIGHT_RULES}{}",
+            rule_toml("back", "public.health_records", "public.pets", "id = \"pet_id\"", "weight_kg = \"weight\"")
+                .replace("id = \"pet_id\"", "id = \"id\"")
+        );
+        let err = validate_text(&text).unwrap_err();
+        assert!(err.message.contains("propagation cycle"), "{}", err.message);
+        assert!(err.message.contains("latest") && err.message.contains("back"), "{}", err.message);
     }
 
     pub fn rule_toml(name: &str, source: &str, target: &str, m: &str, s: &str) -> String {
