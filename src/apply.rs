@@ -350,7 +350,11 @@ pub fn naming_rule<T>(rt: &RuleRuntime, what: &str, f: impl FnOnce() -> T) -> T 
             };
             let mut error = pg_sys::panic::ErrorReport::new(
                 report.sql_error_code(),
-                format!("data_sync: rule \"{rule}\": {what} {target} failed: {}", report.message()),
+                // a failure further down a chain already says "data_sync: rule …": keep one prefix
+                format!(
+                    "data_sync: rule \"{rule}\": {what} {target} failed: {}",
+                    report.message().trim_start_matches("data_sync: ")
+                ),
                 "data_sync",
             );
             if let Some(detail) = report.detail() {
