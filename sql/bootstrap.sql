@@ -46,10 +46,13 @@ CREATE TABLE data_sync.entities (
     table_schema  name NOT NULL,
     table_name    name NOT NULL,
     key_column    text NOT NULL,
+    -- related entities for sync_all_<name>_data_comprehensive:
+    -- {"pet": {"owner_id": "id"}} = pets whose owner_id equals this row's id
+    related       jsonb NOT NULL DEFAULT '{}',
     -- schema of the generated sync_all_<name>_data(key) function
     function_schema name NOT NULL
 );
-COMMENT ON TABLE data_sync.entities IS 'Entities with a generated sync_all_<name>_data(key) function';
+COMMENT ON TABLE data_sync.entities IS 'Entities with generated sync_all_<name>_data(key) and sync_all_<name>_data_comprehensive(key) functions';
 
 CREATE TABLE data_sync.sync_log (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -60,7 +60,7 @@ fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -
     }
     validate::check_cycles(&rules).unwrap_or_else(|e| reject(&e.message));
     let entities: Option<Vec<Entity>> = entity_specs.as_ref().map(|list| {
-        list.iter().map(|e| validate::validate_entity(e, &cat).unwrap_or_else(|e| reject(&e.message))).collect()
+        list.iter().map(|e| validate::validate_entity(e, list, &cat).unwrap_or_else(|e| reject(&e.message))).collect()
     });
     let infos: HashMap<&str, (&TableInfo, &TableInfo)> = specs
         .iter()
@@ -140,7 +140,8 @@ fn require_ownership_of(rule: &Rule) {
 /// the rule rewrite every target row. The server's own grammar decides what one expression is.
 fn check_where(rule: &Rule) {
     if let Some(predicate) = &rule.where_clause {
-        check_expression(&format!("rule \"{}\": where", rule.name), predicate, "the target's columns");
+        let over = if rule.kind == RuleKind::Append { "the source's columns" } else { "the target's columns" };
+        check_expression(&format!("rule \"{}\": where", rule.name), predicate, over);
     }
     for value in &rule.values {
         let label = format!("rule \"{}\": values.{}", rule.name, value.target);
@@ -321,8 +322,10 @@ fn apply_entities(entities: &[Entity], cat: &Catalog) -> Vec<(String, String, St
                 old.name, old.table
             ));
         }
-        Spi::run(&format!("DROP FUNCTION IF EXISTS {}.{}", ident(&old.table.schema), ident(&old.function_name())))
-            .expect("drop entity function");
+        for function in [old.function_name(), old.comprehensive_function_name()] {
+            Spi::run(&format!("DROP FUNCTION IF EXISTS {}.{}", ident(&old.table.schema), ident(&function)))
+                .expect("drop entity function");
+        }
         catalog::delete_entity(&old.name);
         if new.is_none() {
             summary.push(("entity".into(), old.name.clone(), "removed".into()));
@@ -341,25 +344,47 @@ fn apply_entities(entities: &[Entity], cat: &Catalog) -> Vec<(String, String, St
             Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regtype::text", &[Oid::from(key_type).into()])
                 .expect("regtype")
                 .expect("type name");
-        let body = format!("SELECT data_sync.sync_entity({}, $1)", literal(&entity.name));
-        Spi::run(&format!(
-            "CREATE FUNCTION {}.{}(key {key_type}) RETURNS bigint LANGUAGE sql VOLATILE \
-             SET search_path = pg_catalog, pg_temp AS {}",
-            ident(&entity.table.schema),
-            ident(&entity.function_name()),
-            literal(&body)
-        ))
-        .unwrap_or_else(|e| reject(&format!("entity \"{}\": {e}", entity.name)));
-        Spi::run(&format!(
-            "COMMENT ON FUNCTION {}.{}({key_type}) IS {}",
-            ident(&entity.table.schema),
-            ident(&entity.function_name()),
-            literal(&format!(
-                "data_sync: re-applies every rule whose source is {} for the rows with this {}",
-                entity.table, entity.key
+        let functions = [
+            (
+                entity.function_name(),
+                "sync_entity",
+                format!(
+                    "data_sync: re-applies every rule whose source is {} for the rows with this {}",
+                    entity.table, entity.key
+                ),
+            ),
+            (
+                entity.comprehensive_function_name(),
+                "sync_entity_comprehensive",
+                format!(
+                    "data_sync: like {}, then the same for its related entities ({}), transitively",
+                    entity.function_name(),
+                    if entity.related.is_empty() {
+                        "none declared".to_string()
+                    } else {
+                        entity.related.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            ),
+        ];
+        for (function, implementation, comment) in functions {
+            let body = format!("SELECT data_sync.{implementation}({}, $1)", literal(&entity.name));
+            Spi::run(&format!(
+                "CREATE FUNCTION {}.{}(key {key_type}) RETURNS bigint LANGUAGE sql VOLATILE \
+                 SET search_path = pg_catalog, pg_temp AS {}",
+                ident(&entity.table.schema),
+                ident(&function),
+                literal(&body)
             ))
-        ))
-        .expect("comment");
+            .unwrap_or_else(|e| reject(&format!("entity \"{}\": {e}", entity.name)));
+            Spi::run(&format!(
+                "COMMENT ON FUNCTION {}.{}({key_type}) IS {}",
+                ident(&entity.table.schema),
+                ident(&function),
+                literal(&comment)
+            ))
+            .expect("comment");
+        }
         catalog::insert_entity(entity);
         let action = if old.is_some() { "changed" } else { "added" };
         summary.push(("entity".into(), entity.name.clone(), action.into()));
@@ -612,22 +637,83 @@ fn sync_all(rule_name: default!(Option<&str>, "NULL")) -> i64 {
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn sync_entity(entity: &str, key: AnyElement) -> i64 {
-    let Some(ent) = catalog::installed_entities().into_iter().find(|e| e.name == entity) else {
-        reject(&format!("entity \"{entity}\" does not exist"));
-    };
+    let entities = catalog::installed_entities();
+    let ent = find_entity(&entities, entity);
+    sync_entity_key(ent, key.datum(), key.oid())
+}
+
+/// `sync_entity`, then the same for every related entity's rows (declared with `related`),
+/// transitively; each entity is visited once per call. Called by the generated
+/// `sync_all_<entity>_data_comprehensive(key)` functions.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn sync_entity_comprehensive(entity: &str, key: AnyElement) -> i64 {
+    let entities = catalog::installed_entities();
+    let mut visited = vec![entity.to_string()];
+    sync_related(&entities, find_entity(&entities, entity), key.datum(), key.oid(), &mut visited)
+}
+
+fn find_entity<'e>(entities: &'e [Entity], name: &str) -> &'e Entity {
+    entities.iter().find(|e| e.name == name).unwrap_or_else(|| reject(&format!("entity \"{name}\" does not exist")))
+}
+
+fn sync_related(entities: &[Entity], ent: &Entity, key: Datum, key_type: Oid, visited: &mut Vec<String>) -> i64 {
+    let mut total = sync_entity_key(ent, key, key_type);
+    for (name, pairs) in &ent.related {
+        if visited.contains(name) {
+            continue;
+        }
+        visited.push(name.clone());
+        let other = find_entity(entities, name);
+        let (Some(info), Some(other_info)) = (catalog::lookup(&ent.table), catalog::lookup(&other.table)) else {
+            reject(&format!("entity \"{}\": related.{name}: a table no longer exists", ent.name));
+        };
+        let sql = data_sync_core::plan::related_keys(&info, &ent.key, &other_info, &other.key, pairs)
+            .unwrap_or_else(|e| reject(&format!("entity \"{}\": related.{name}: {e}", ent.name)));
+        let other_type = other_info.column(&other.key).map(|c| Oid::from(c.type_oid)).unwrap_or(pg_sys::InvalidOid);
+        apply::with_spi(|| unsafe {
+            // read as the caller: related rows the caller cannot see are not re-synced
+            let query = std::ffi::CString::new(sql.as_str()).unwrap();
+            let mut types = [key_type];
+            let mut args = [key];
+            let rc = pg_sys::SPI_execute_with_args(
+                query.as_ptr(),
+                1,
+                types.as_mut_ptr(),
+                args.as_mut_ptr(),
+                std::ptr::null(),
+                false,
+                0,
+            );
+            if rc < 0 {
+                reject(&format!("entity \"{}\": related.{name}: query failed", ent.name));
+            }
+            let (keys, table) = result_keys();
+            for k in &keys {
+                total += sync_related(entities, other, k[0], other_type, visited);
+            }
+            pg_sys::SPI_freetuptable(table);
+        });
+    }
+    total
+}
+
+/// Re-applies every rule whose source is the entity's table, for the rows whose entity key
+/// equals `key`.
+fn sync_entity_key(ent: &Entity, key: Datum, key_type: Oid) -> i64 {
     let batch = BATCH_SIZE.get() as usize;
     let mut total = 0i64;
     for rt in enabled_runtimes(None, Access::Sync, |r| r.source == ent.table) {
         let Some(column) = rt.source.column(&ent.key) else {
-            reject(&format!("entity \"{entity}\": key column \"{}\" no longer exists", ent.key));
+            reject(&format!("entity \"{}\": key column \"{}\" no longer exists", ent.name, ent.key));
         };
-        if column.type_oid != key.oid().to_u32() {
-            reject(&format!("entity \"{entity}\": key must be of type {}", column.type_name));
+        if column.type_oid != key_type.to_u32() {
+            reject(&format!("entity \"{}\": key must be of type {}", ent.name, column.type_name));
         }
         let sql = Planner { rule: &rt.rule, source: &rt.source, target: &rt.target }.entity_keys(&ent.key);
         apply::with_spi(|| unsafe {
             apply::as_role(rt.target_owner, || {
-                rt.execute(&format!("entity_keys {}", ent.key), &sql, &[key.oid()], &[key.datum()], &[false])
+                rt.execute(&format!("entity_keys {}", ent.key), &sql, &[key_type], &[key], &[false])
             });
             let (keys, table) = result_keys();
             for chunk in keys.chunks(batch) {

@@ -250,33 +250,57 @@ pub fn installed_entities() -> Vec<Entity> {
     as_catalog_owner(|| {
         Spi::connect(|client| {
             let rows = client
-            .select(
-                "SELECT name, table_schema::text, table_name::text, key_column FROM data_sync.entities ORDER BY name",
-                None,
-                &[],
-            )
-            .expect("data_sync.entities is readable");
+                .select(
+                    "SELECT name, table_schema::text, table_name::text, key_column, related
+                 FROM data_sync.entities ORDER BY name",
+                    None,
+                    &[],
+                )
+                .expect("data_sync.entities is readable");
             rows.into_iter()
                 .map(|r| Entity {
                     name: r.get(1).unwrap().unwrap(),
                     table: TableName::new(r.get::<String>(2).unwrap().unwrap(), r.get::<String>(3).unwrap().unwrap()),
                     key: r.get(4).unwrap().unwrap(),
+                    related: related_from_json(r.get::<pgrx::JsonB>(5).unwrap().unwrap().0),
                 })
                 .collect()
         })
     })
 }
 
+/// `{"pet": {"owner_id": "id"}}` <-> related entity -> (its column = our column) pairs.
+fn related_from_json(value: serde_json::Value) -> std::collections::BTreeMap<String, Vec<Pair>> {
+    let map: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+        serde_json::from_value(value).unwrap_or_default();
+    map.into_iter()
+        .map(|(name, cols)| (name, cols.into_iter().map(|(target, source)| Pair { target, source }).collect()))
+        .collect()
+}
+
+fn related_to_json(entity: &Entity) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = entity
+        .related
+        .iter()
+        .map(|(name, pairs)| {
+            let cols = pairs.iter().map(|p| (p.target.clone(), serde_json::Value::String(p.source.clone()))).collect();
+            (name.clone(), serde_json::Value::Object(cols))
+        })
+        .collect();
+    serde_json::Value::Object(map)
+}
+
 pub fn insert_entity(entity: &Entity) {
     as_catalog_owner(|| {
         Spi::run_with_args(
-            "INSERT INTO data_sync.entities (name, table_schema, table_name, key_column, function_schema)
-             VALUES ($1, $2, $3, $4, $2)",
+            "INSERT INTO data_sync.entities (name, table_schema, table_name, key_column, function_schema, related)
+             VALUES ($1, $2, $3, $4, $2, $5)",
             &[
                 entity.name.as_str().into(),
                 entity.table.schema.as_str().into(),
                 entity.table.name.as_str().into(),
                 entity.key.as_str().into(),
+                pgrx::JsonB(related_to_json(entity)).into(),
             ],
         )
     })

@@ -273,9 +273,11 @@ impl<'a> Planner<'a> {
         let mut exprs: Vec<String> = rule.copies.iter().map(|p| format!("{alias}.{}", ident(&p.source))).collect();
         // each expression on lines of its own, as `where` predicates
         exprs.extend(rule.values.iter().map(|p| format!("(\n{}\n)", p.source)));
+        // for append rules, `where` filters the source rows that append
+        let only = rule.where_clause.as_ref().map(|w| format!("\n  AND (\n{w}\n)")).unwrap_or_default();
         let insert = |from_extra: &str, filter: &str| {
             format!(
-                "INSERT INTO {} ({})\nSELECT {}\nFROM {from_extra}{} AS {alias} WHERE {filter}",
+                "INSERT INTO {} ({})\nSELECT {}\nFROM {from_extra}{} AS {alias} WHERE {filter}{only}",
                 self.target.name.sql(),
                 columns.join(", "),
                 exprs.join(", "),
@@ -509,6 +511,38 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// Keys of a related entity's rows for one key of an entity: `$1` is the entity's key value.
+/// `pairs`: column of the related table = column of the entity's table.
+pub fn related_keys(
+    entity: &TableInfo,
+    entity_key: &str,
+    related: &TableInfo,
+    related_key: &str,
+    pairs: &[crate::validate::Pair],
+) -> Result<String, String> {
+    fn col<'t>(t: &'t TableInfo, c: &str) -> Result<&'t ColumnInfo, String> {
+        t.column(c).ok_or_else(|| format!("column \"{c}\" of {} no longer exists", t.name))
+    }
+    let mut conds = vec![format!("p.{} {} $1", ident(entity_key), eq_op(col(entity, entity_key)?))];
+    for pair in pairs {
+        conds.push(format!(
+            "r.{} {} p.{}",
+            ident(&pair.target),
+            eq_op(col(related, &pair.target)?),
+            ident(&pair.source)
+        ));
+    }
+    col(related, related_key)?;
+    Ok(format!(
+        "SELECT DISTINCT r.{} FROM {} AS r WHERE EXISTS (SELECT FROM {} AS p WHERE {}) AND r.{} IS NOT NULL",
+        ident(related_key),
+        related.name.sql(),
+        entity.name.sql(),
+        conds.join(" AND "),
+        ident(related_key)
+    ))
+}
+
 /// Suffixes of the triggers a rule installs, and on which side: `s` source, `t` target.
 pub const TRIGGER_SUFFIXES: [(&str, char); 12] = [
     ("sur", 's'),
@@ -715,6 +749,20 @@ mod tests {
                 &ddl["CREATE TRIGGER \"data_sync_latest_".len().."CREATE TRIGGER \"data_sync_latest_".len() + 3];
             assert!(TRIGGER_SUFFIXES.iter().any(|(s, _)| s == &suffix), "{ddl}");
         }
+    }
+
+    #[test]
+    fn related_entity_keys_query() {
+        let cat = tailtracker();
+        let users = cat["public.users"].as_ref().unwrap();
+        let lost = cat["public.lost_pets"].as_ref().unwrap();
+        let pairs = [crate::validate::Pair { target: "owner_id".into(), source: "id".into() }];
+        assert_eq!(
+            related_keys(users, "auth_user_id", lost, "id", &pairs).unwrap(),
+            "SELECT DISTINCT r.\"id\" FROM \"public\".\"lost_pets\" AS r WHERE EXISTS (SELECT FROM \"public\".\"users\" AS p \
+             WHERE p.\"auth_user_id\" OPERATOR(\"pg_catalog\".=) $1 AND r.\"owner_id\" OPERATOR(\"pg_catalog\".=) p.\"id\") \
+             AND r.\"id\" IS NOT NULL"
+        );
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct EntitySpec {
     pub name: String,
     pub table: String,
     pub key: String,
+    /// Related entities re-synced by `sync_all_<entity>_data_comprehensive`: entity name ->
+    /// { column of the related entity's table = column of this entity's table }.
+    #[serde(default)]
+    pub related: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// What a rule does with a source change.

@@ -81,12 +81,19 @@ pub struct Entity {
     pub name: String,
     pub table: TableName,
     pub key: String,
+    /// Related entity -> pairs (column of its table = column of this entity's table).
+    pub related: BTreeMap<String, Vec<Pair>>,
 }
 
 impl Entity {
     /// `sync_all_<entity>_data`, created in the entity table's schema.
     pub fn function_name(&self) -> String {
         format!("sync_all_{}_data", self.name)
+    }
+
+    /// `sync_all_<entity>_data_comprehensive`: the entity and its related entities.
+    pub fn comprehensive_function_name(&self) -> String {
+        format!("sync_all_{}_data_comprehensive", self.name)
     }
 }
 
@@ -119,7 +126,6 @@ pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> 
     let misplaced: &[(&str, bool)] = if append {
         &[
             ("match", !spec.match_columns.is_empty()),
-            ("where", spec.where_clause.is_some()),
             ("latest_by", spec.latest_by.is_some()),
             ("bidirectional", spec.bidirectional),
             ("source_timestamp", spec.source_timestamp.is_some()),
@@ -316,14 +322,41 @@ pub fn require_owner(label: &str, what: &str, info: &TableInfo) -> Result<(), Er
     }
 }
 
-pub fn validate_entity(spec: &EntitySpec, catalog: &Catalog) -> Result<Entity, Error> {
+/// Checks one entity; `all` are the document's entities, which `related` may name.
+pub fn validate_entity(spec: &EntitySpec, all: &[EntitySpec], catalog: &Catalog) -> Result<Entity, Error> {
     let label = format!("entity \"{}\"", spec.name);
     let info = table(catalog, &spec.table, "table", &label)?;
     let key = column(info, &spec.key, "key", &label)?;
     if key.eq_schema.is_none() {
         return Err(Error::new(format!("{label}: key: type {} has no equality operator", key.type_name)));
     }
-    Ok(Entity { name: spec.name.clone(), table: info.name.clone(), key: spec.key.clone() })
+    let mut related = BTreeMap::new();
+    for (name, columns) in &spec.related {
+        let field = format!("related.{name}");
+        let Some(other) = all.iter().find(|e| &e.name == name) else {
+            return Err(Error::new(format!("{label}: {field}: no entity \"{name}\" in the document")));
+        };
+        let other_table = table(catalog, &other.table, &field, &label)?;
+        if columns.is_empty() {
+            return Err(Error::new(format!(
+                "{label}: {field}: at least one `its column = our column` pair is required"
+            )));
+        }
+        let mut pairs = Vec::new();
+        for (theirs, ours) in columns {
+            let tc = column(other_table, theirs, &field, &label)?;
+            let oc = column(info, ours, &field, &label)?;
+            if tc.type_oid != oc.type_oid {
+                return Err(Error::new(format!(
+                    "{label}: {field}: type mismatch: {}.{theirs} is {} but {}.{ours} is {}",
+                    other_table.name, tc.type_name, info.name, oc.type_name
+                )));
+            }
+            pairs.push(Pair { target: theirs.clone(), source: ours.clone() });
+        }
+        related.insert(name.clone(), pairs);
+    }
+    Ok(Entity { name: spec.name.clone(), table: info.name.clone(), key: spec.key.clone(), related })
 }
 
 /// Rejects propagation cycles. Rule A feeds rule B when A writes a column of B's source that B
@@ -689,11 +722,29 @@ target_timestamp = "recorded_at"
 
     #[test]
     fn entity_validation() {
-        let spec = EntitySpec { name: "user".into(), table: "public.users".into(), key: "auth_user_id".into() };
-        let e = validate_entity(&spec, &tailtracker()).unwrap();
+        let pet =
+            EntitySpec { name: "pet".into(), table: "public.pets".into(), key: "id".into(), related: BTreeMap::new() };
+        let spec = EntitySpec {
+            name: "user".into(),
+            table: "public.users".into(),
+            key: "auth_user_id".into(),
+            related: BTreeMap::from([("pet".to_string(), BTreeMap::from([("id".to_string(), "id".to_string())]))]),
+        };
+        let all = [spec.clone(), pet];
+        let e = validate_entity(&spec, &all, &tailtracker()).unwrap();
         assert_eq!(e.function_name(), "sync_all_user_data");
-        let bad = EntitySpec { key: "nope".into(), ..spec };
-        let err = validate_entity(&bad, &tailtracker()).unwrap_err();
+        assert_eq!(e.comprehensive_function_name(), "sync_all_user_data_comprehensive");
+        assert_eq!(e.related["pet"], vec![Pair { target: "id".into(), source: "id".into() }]);
+        let bad = EntitySpec { key: "nope".into(), ..spec.clone() };
+        let err = validate_entity(&bad, &all, &tailtracker()).unwrap_err();
         assert!(err.message.contains("entity \"user\": key: column \"nope\""), "{}", err.message);
+        let err = validate_entity(&spec, &all[..1], &tailtracker()).unwrap_err();
+        assert_eq!(err.message, "entity \"user\": related.pet: no entity \"pet\" in the document");
+        let wrong = EntitySpec {
+            related: BTreeMap::from([("pet".to_string(), BTreeMap::from([("id".to_string(), "phone".to_string())]))]),
+            ..spec
+        };
+        let err = validate_entity(&wrong, &all, &tailtracker()).unwrap_err();
+        assert!(err.message.contains("related.pet: type mismatch"), "{}", err.message);
     }
 }

@@ -80,6 +80,22 @@ UPDATE veterinarians SET clinic_name = 'Happy Paws Veterinary Center' WHERE id =
 SELECT h.id, p.name AS pet, h.record_type, h.clinic_name
 FROM health_records h JOIN pets p ON p.id = h.pet_id ORDER BY h.id;
 
+\echo '--- Bella weighs in at home: a measurement is appended, her latest health record follows'
+UPDATE pets SET weight_kg = 30.10, updated_at = now() WHERE id = 1;
+SELECT id, name AS pet, weight_kg FROM pets WHERE id = 1;
+SELECT id, pet_id, record_type, weight, recorded_at FROM health_records WHERE pet_id = 1 ORDER BY recorded_at;
+SELECT pet_id, weight_kg FROM pet_measurements WHERE pet_id = 1 ORDER BY id;
+
+\echo '--- The vet records a newer checkup with a weight: Bella''s weight follows (the newer write wins)'
+INSERT INTO health_records (pet_id, veterinarian_id, record_type, weight, notes, recorded_at)
+VALUES (1, 1, 'checkup', 30.60, 'Weight check', now() + interval '1 minute')
+RETURNING id, pet_id, clinic_name, weight;
+SELECT id, name AS pet, weight_kg FROM pets WHERE id = 1;
+SELECT pet_id, weight_kg FROM pet_measurements WHERE pet_id = 1 ORDER BY id;
+
+\echo '--- Re-sync one user with everything related (pets, vet account): sync_all_user_data_comprehensive'
+SELECT sync_all_user_data_comprehensive('11111111-1111-1111-1111-111111111111');
+
 \echo
 \echo '=== 6. After ==='
 \echo '--- lost_pets'
