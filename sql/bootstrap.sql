@@ -90,3 +90,22 @@ SELECT pg_catalog.pg_extension_config_dump('data_sync.entities', '');
 -- private to its owner, who may GRANT SELECT on it.
 GRANT USAGE ON SCHEMA data_sync TO PUBLIC;
 GRANT SELECT ON data_sync.rules, data_sync.entities TO PUBLIC;
+
+-- Propagations that failed in isolated mode, waiting to be retried: one item per rule per failed
+-- statement, holding the source keys (as text, one array per row) whose targets are owed.
+CREATE TABLE data_sync.queue (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    enqueued_at     timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    rule_name       text NOT NULL,
+    -- true: a bidirectional rule's way back (keys are the target's match values)
+    reverse         boolean NOT NULL DEFAULT false,
+    operation       text NOT NULL,
+    keys            jsonb NOT NULL,
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'dead')),
+    attempts        integer NOT NULL DEFAULT 1,
+    next_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    sqlstate        text,
+    last_error      text
+);
+CREATE INDEX queue_due_idx ON data_sync.queue (next_attempt_at) WHERE status OPERATOR(pg_catalog.=) 'pending';
+COMMENT ON TABLE data_sync.queue IS 'Failed propagations owed to their targets (isolated failure mode)';

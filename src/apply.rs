@@ -270,8 +270,21 @@ impl RuleRuntime {
 
     /// Text form of one source key, for the log: `42`, or `(7,abc)` for composite keys.
     pub fn key_text(&self, key: &[Datum]) -> String {
-        let parts: Vec<String> = key
-            .iter()
+        let parts = self.key_parts(key);
+        if parts.len() == 1 {
+            parts.into_iter().next().unwrap()
+        } else {
+            format!("({})", parts.join(","))
+        }
+    }
+
+    /// The keys as JSON for the retry queue: one array of text values per row.
+    pub fn keys_json(&self, keys: &[Vec<Datum>]) -> serde_json::Value {
+        keys.iter().map(|k| serde_json::Value::from(self.key_parts(k))).collect()
+    }
+
+    fn key_parts(&self, key: &[Datum]) -> Vec<String> {
+        key.iter()
             .zip(&self.key_types)
             .map(|(&d, kt)| unsafe {
                 let mut out = pg_sys::InvalidOid;
@@ -280,12 +293,7 @@ impl RuleRuntime {
                 let s = pg_sys::OidOutputFunctionCall(out, d);
                 std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned()
             })
-            .collect();
-        if parts.len() == 1 {
-            parts.into_iter().next().unwrap()
-        } else {
-            format!("({})", parts.join(","))
-        }
+            .collect()
     }
 }
 

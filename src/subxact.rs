@@ -5,9 +5,37 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-/// Runs `f` in a subtransaction. On error the subtransaction is rolled back and the error's
-/// message returned, so the caller can report it with context (which rule, which field).
-pub fn try_catch<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
+/// An error caught by `try_catch`: its message and SQLSTATE.
+#[derive(Debug, Clone)]
+pub struct Caught {
+    pub message: String,
+    pub sqlstate: String,
+}
+
+impl Caught {
+    /// Raises the error again (after its subtransaction was rolled back), same SQLSTATE.
+    pub fn rethrow(&self) -> ! {
+        let bytes = self.sqlstate.as_bytes();
+        let code = (0..5)
+            .fold(0i32, |acc, i| acc | (((bytes.get(i).copied().unwrap_or(b'0') - b'0') as i32 & 0x3F) << (6 * i)));
+        let code = PgSqlErrorCode::from(code);
+        ereport!(ERROR, code, self.message.clone());
+        #[allow(unreachable_code)]
+        {
+            unreachable!("ereport(ERROR) does not return")
+        }
+    }
+}
+
+impl std::fmt::Display for Caught {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Runs `f` in a subtransaction. On error the subtransaction is rolled back and the error
+/// returned, so the caller can report it with context (which rule, which field).
+pub fn try_catch<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, Caught> {
     unsafe {
         let context = pg_sys::CurrentMemoryContext;
         let owner = pg_sys::CurrentResourceOwner;
@@ -16,12 +44,14 @@ pub fn try_catch<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T,
         pg_sys::CurrentMemoryContext = context;
         let outcome = PgTryBuilder::new(|| Ok(f()))
             .catch_others(|error| {
-                Err(match error {
-                    pg_sys::panic::CaughtError::PostgresError(e) | pg_sys::panic::CaughtError::ErrorReport(e) => {
-                        e.message().to_string()
-                    }
-                    pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-                })
+                let report = match &error {
+                    pg_sys::panic::CaughtError::PostgresError(e) | pg_sys::panic::CaughtError::ErrorReport(e) => e,
+                    pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport,
+                };
+                let code = report.sql_error_code() as i32;
+                // unpack the SQLSTATE's five 6-bit characters (PGUNSIXBIT)
+                let sqlstate: String = (0..5).map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect();
+                Err(Caught { message: report.message().to_string(), sqlstate })
             })
             .execute();
         if outcome.is_ok() {

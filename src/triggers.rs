@@ -240,22 +240,10 @@ fn reverse_statement_trigger<'a>(
 /// Carries target rows back to their source rows and logs the outcome (tables swapped: the
 /// target is where the change came from).
 pub fn propagate_back(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
-    let role = unsafe { pg_sys::GetUserId() };
-    let _entry = ChainEntry::enter(&rt.rule.name, true);
-    apply::with_spi(|| {
-        let (changed, conflicts) = apply::naming_rule(rt, "propagation back from", || {
+    run_and_log(rt, keys, operation, true, || {
+        apply::naming_rule(rt, "propagation back from", || {
             apply::as_role(rt.source_owner, || (rt.flush_reverse(keys), rt.reverse_conflicts(keys)))
-        });
-        let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
-        let outcome = log::Outcome { operation, reverse: true, source_rows: keys.len() as i64, role };
-        let conflicts = conflicts.unwrap_or(0);
-        if changed > 0 || conflicts == 0 {
-            log::propagation(rt, &outcome, key.clone(), changed as i64);
-        }
-        if conflicts > 0 {
-            log::conflict(rt, &outcome, key, conflicts as i64);
-        }
-        changed
+        })
     })
 }
 
@@ -281,18 +269,49 @@ fn source_statement_trigger<'a>(
 
 /// Propagates source keys and logs the outcome. Shared by triggers and re-syncs.
 pub fn propagate(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
-    let role = unsafe { pg_sys::GetUserId() };
-    let _entry = ChainEntry::enter(&rt.rule.name, false);
-    apply::with_spi(|| {
+    run_and_log(rt, keys, operation, false, || {
         if operation == "sync" {
             // as the source's owner, who may lock its rows
             apply::naming_rule(rt, "re-sync of", || apply::as_role(rt.source_owner, || rt.lock_sources(keys)));
         }
-        let (changed, conflicts) = apply::naming_rule(rt, "propagation to", || {
+        apply::naming_rule(rt, "propagation to", || {
             apply::as_role(rt.target_owner, || (rt.flush(keys), rt.conflicts(keys)))
-        });
+        })
+    })
+}
+
+/// Runs one propagation (`work` returns rows changed and conflicts) and logs its outcome. In
+/// isolated mode it runs in a subtransaction of its own, one per rule per statement: on failure
+/// only the propagation is rolled back, a `failed` log row and a queue item are written, and
+/// the caller's write goes on.
+fn run_and_log(
+    rt: &RuleRuntime,
+    keys: &[Vec<Datum>],
+    operation: &str,
+    reverse: bool,
+    work: impl FnOnce() -> (u64, Option<u64>),
+) -> u64 {
+    let role = unsafe { pg_sys::GetUserId() };
+    let _entry = ChainEntry::enter(&rt.rule.name, reverse);
+    apply::with_spi(|| {
         let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
-        let outcome = log::Outcome { operation, reverse: false, source_rows: keys.len() as i64, role };
+        let outcome = log::Outcome { operation, reverse, source_rows: keys.len() as i64, role };
+        let (changed, conflicts) = if log::FAILURE_MODE.get() == log::FailureMode::Isolated {
+            match crate::subxact::try_catch(std::panic::AssertUnwindSafe(work)) {
+                Ok(result) => result,
+                // Serialization failures, deadlocks, cancels and resource errors concern the whole
+                // transaction: they are not the rule's to absorb, and the application retries them.
+                Err(error) if ["40", "53", "57", "58", "XX"].iter().any(|c| error.sqlstate.starts_with(c)) => {
+                    error.rethrow()
+                }
+                Err(error) => {
+                    log::failure(rt, &outcome, key, rt.keys_json(keys), &error);
+                    return 0;
+                }
+            }
+        } else {
+            work()
+        };
         let conflicts = conflicts.unwrap_or(0);
         if changed > 0 || conflicts == 0 {
             log::propagation(rt, &outcome, key.clone(), changed as i64);

@@ -49,10 +49,18 @@ UPDATE c.users SET phone = phone || '0';
 SELECT * FROM c.records ORDER BY id;
 SELECT rule_name, source_rows, rows_changed FROM data_sync.sync_log ORDER BY id;
 
--- 3. A chain deeper than data_sync.max_depth fails, naming the chain; nothing is applied.
+-- 3. A chain deeper than data_sync.max_depth fails, naming the chain; in strict mode the
+--    statement fails and nothing is applied; in isolated mode the propagation is logged as failed.
 SET data_sync.max_depth = 1;
+SET data_sync.failure_mode = strict;
 SAVEPOINT s;
 UPDATE c.users SET phone = '555' WHERE id = 2;
+ROLLBACK TO SAVEPOINT s;
+RESET data_sync.failure_mode;
+SAVEPOINT s;
+UPDATE c.users SET phone = '555' WHERE id = 2;
+SELECT rule_name, status, sqlstate, error_message FROM data_sync.sync_log WHERE status <> 'ok';
+SELECT rule_name, keys FROM data_sync.queue;
 ROLLBACK TO SAVEPOINT s;
 RESET data_sync.max_depth;
 SELECT u.phone AS user_phone, v.phone AS vet_phone FROM c.users u JOIN c.vets v ON v.user_id = u.id WHERE u.id = 2;

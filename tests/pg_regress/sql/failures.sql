@@ -1,7 +1,8 @@
--- A propagation that fails (here: a CHECK constraint on the target) fails the writing statement
--- like a foreign key would, with an error that names the rule and the target and keeps the
--- cause's SQLSTATE; nothing of the statement is applied. (Isolated and queued failure modes,
--- which let the write commit and log the failure, are issue 4's.)
+-- A propagation that fails (here: a CHECK constraint on the target).
+-- strict: the writing statement fails like a foreign key would, with an error that names the rule
+-- and the target and keeps the cause's SQLSTATE; nothing of the statement is applied.
+-- isolated (the default): the propagation alone is rolled back, logged as failed and queued; the
+-- write commits.
 BEGIN;
 CREATE EXTENSION data_sync;
 CREATE SCHEMA f;
@@ -12,6 +13,7 @@ INSERT INTO f.users VALUES (1, '111'), (2, '222');
 INSERT INTO f.pets VALUES (10, 1, '111'), (20, 2, '222');
 SELECT * FROM data_sync.add_rule('phone', 'f.users', 'f.pets', '{"owner_id": "id"}', '{"contact_phone": "phone"}');
 
+SET data_sync.failure_mode = strict;
 \set VERBOSITY default
 SAVEPOINT s;
 UPDATE f.users SET phone = 'not a number' WHERE id = 1;
@@ -28,4 +30,21 @@ ROLLBACK TO SAVEPOINT s;
 SELECT * FROM f.users ORDER BY id;
 SELECT * FROM f.pets ORDER BY id;
 SELECT rule_name, operation, source_key, rows_changed, status FROM data_sync.sync_log ORDER BY id;
+
+-- isolated: the user's write commits, the target keeps its value, the failure is logged and queued
+RESET data_sync.failure_mode;
+SHOW data_sync.failure_mode;
+UPDATE f.pets SET contact_phone = '222' WHERE id = 20;
+UPDATE f.users SET phone = '222' WHERE id = 2;
+TRUNCATE data_sync.sync_log;
+UPDATE f.users SET phone = 'not a number' WHERE id = 1;
+SELECT * FROM f.users ORDER BY id;
+SELECT * FROM f.pets ORDER BY id;
+SELECT rule_name, operation, source_key, source_rows, rows_changed, status, sqlstate, error_message
+FROM data_sync.sync_log ORDER BY id;
+SELECT rule_name, reverse, operation, keys, status, attempts, sqlstate FROM data_sync.queue ORDER BY id;
+-- a multi-row statement: one subtransaction, one log row and one queue item for the rule
+UPDATE f.users SET phone = 'x' || id;
+SELECT rule_name, source_rows, status FROM data_sync.sync_log ORDER BY id DESC LIMIT 1;
+SELECT keys FROM data_sync.queue ORDER BY id DESC LIMIT 1;
 ROLLBACK;
