@@ -228,13 +228,18 @@ fn reverse_statement_trigger<'a>(
         return Ok(None);
     }
     let Some(rt) = apply::runtime(&name) else { return Ok(None) };
-    let operation = if trigger.trigger_data().tg_event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_INSERT {
+    let operation = statement_operation(trigger);
+    propagate_back(&rt, &keys, operation);
+    Ok(None)
+}
+
+/// `insert` or `update`: what the statement that fired a trigger did (the log's `operation`).
+fn statement_operation(trigger: &PgTrigger<'_>) -> &'static str {
+    if trigger.trigger_data().tg_event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_INSERT {
         "insert"
     } else {
         "update"
-    };
-    propagate_back(&rt, &keys, operation);
-    Ok(None)
+    }
 }
 
 /// Carries target rows back to their source rows and logs the outcome (tables swapped: the
@@ -258,11 +263,7 @@ fn source_statement_trigger<'a>(
         return Ok(None);
     }
     let Some(rt) = apply::runtime(&name) else { return Ok(None) };
-    let operation = if trigger.trigger_data().tg_event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_INSERT {
-        "insert"
-    } else {
-        "update"
-    };
+    let operation = statement_operation(trigger);
     propagate(&rt, &keys, operation);
     Ok(None)
 }
