@@ -1,30 +1,56 @@
 #!/usr/bin/env bash
-# Run the pg_regress suite in tests/pg_regress against a scratch cluster.
-#   scripts/regress.sh              all tests in tests/pg_regress/schedule
+# Run the pg_regress suites in tests/pg_regress (or, with DATA_SYNC_SUITE=isolation, the
+# pg_isolation_regress specs in tests/isolation: that is scripts/isolation.sh) against a scratch
+# cluster.
+#   scripts/regress.sh              all tests in the suite's schedule
 #   scripts/regress.sh copy_basic   only the named test(s)
 # Needs the extension installed first (`make regress` does `cargo pgrx install`).
 # `cargo pgrx regress` cannot be used as root (it ignores --runas), hence this script.
 #
 # Env: KEEP_CLUSTER=1 leaves the cluster running afterwards;
-#      DATA_SYNC_REGRESS_DIR / DATA_SYNC_REGRESS_PORT override /tmp/data_sync_regress / 5496.
+#      DATA_SYNC_REGRESS_DIR / DATA_SYNC_REGRESS_PORT override /tmp/data_sync_regress / 5496,
+#      DATA_SYNC_ISOLATION_DIR / DATA_SYNC_ISOLATION_PORT override /tmp/data_sync_isolation / 5495.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DIR=${DATA_SYNC_REGRESS_DIR:-/tmp/data_sync_regress}
-PORT=${DATA_SYNC_REGRESS_PORT:-5496}
+PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
+PGXS_TEST=/usr/lib/postgresql/15/lib/pgxs/src/test
+SUITE=${DATA_SYNC_SUITE:-regress}
+case $SUITE in
+    regress)
+        DIR=${DATA_SYNC_REGRESS_DIR:-/tmp/data_sync_regress}
+        PORT=${DATA_SYNC_REGRESS_PORT:-5496}
+        INPUTDIR=${REGRESS_INPUTDIR:-$ROOT/tests/pg_regress}
+        SCHEDULE=schedule
+        RUNNER=${PG_REGRESS:-$PGXS_TEST/regress/pg_regress}
+        ;;
+    isolation)
+        DIR=${DATA_SYNC_ISOLATION_DIR:-/tmp/data_sync_isolation}
+        PORT=${DATA_SYNC_ISOLATION_PORT:-5495}
+        INPUTDIR=${ISOLATION_INPUTDIR:-$ROOT/tests/isolation}
+        SCHEDULE=isolation_schedule
+        RUNNER=${PG_ISOLATION_REGRESS:-$PGXS_TEST/isolation/pg_isolation_regress}
+        ;;
+    *)
+        echo "regress: unknown DATA_SYNC_SUITE=$SUITE (regress or isolation)" >&2
+        exit 2
+        ;;
+esac
 SOCK=$DIR/sock
 OUT=$DIR/out                      # results/, regression.diffs, regression.out
-INPUTDIR=${REGRESS_INPUTDIR:-$ROOT/tests/pg_regress}
-DB=data_sync_regress
-PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
-PG_REGRESS=${PG_REGRESS:-/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress}
+DB=data_sync_$SUITE
+
+if [[ ! -x $RUNNER ]]; then
+    echo "$SUITE: $RUNNER not found (install postgresql-server-dev-15)" >&2
+    exit 1
+fi
 
 "$ROOT/scripts/pgcluster.sh" start "$DIR" "$PORT"
 if [[ ${KEEP_CLUSTER:-0} != 1 ]]; then
     trap '"$ROOT/scripts/pgcluster.sh" stop "$DIR"' EXIT
 fi
 
-# --use-existing makes pg_regress skip creating the database, so start each run
+# --use-existing makes the runner skip creating the database, so start each run
 # from a fresh one ourselves (tests then CREATE EXTENSION in a clean database).
 PGOPTIONS='-c client_min_messages=warning' "$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres -d postgres \
     -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" \
@@ -38,11 +64,11 @@ mkdir -p "$OUT"
 if (($#)); then
     tests=("$@")
 else
-    tests=(--schedule="$INPUTDIR/schedule")
+    tests=(--schedule="$INPUTDIR/$SCHEDULE")
 fi
 
 status=0
-"$PG_REGRESS" --use-existing --host="$SOCK" --port="$PORT" --user=postgres \
+"$RUNNER" --use-existing --host="$SOCK" --port="$PORT" --user=postgres \
     --bindir="$PG_BINDIR" --dbname="$DB" \
     --inputdir="$INPUTDIR" --outputdir="$OUT" "${tests[@]}" || status=$?
 
@@ -60,6 +86,6 @@ if ((status != 0)); then
             cat "$res" >&2
         fi
     done
-    echo "regress: FAILED (actual output in $OUT/results/)" >&2
+    echo "$SUITE: FAILED (actual output in $OUT/results/)" >&2
     exit "$status"
 fi

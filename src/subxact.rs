@@ -5,25 +5,19 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-/// An error caught by `try_catch`: its message and SQLSTATE.
-#[derive(Debug, Clone)]
+/// An error caught by `try_catch`: its message and SQLSTATE, and the error itself.
+#[derive(Debug)]
 pub struct Caught {
     pub message: String,
     pub sqlstate: String,
+    error: Box<pg_sys::panic::CaughtError>,
 }
 
 impl Caught {
-    /// Raises the error again (after its subtransaction was rolled back), same SQLSTATE.
-    pub fn rethrow(&self) -> ! {
-        let bytes = self.sqlstate.as_bytes();
-        let code = (0..5)
-            .fold(0i32, |acc, i| acc | (((bytes.get(i).copied().unwrap_or(b'0') - b'0') as i32 & 0x3F) << (6 * i)));
-        let code = PgSqlErrorCode::from(code);
-        ereport!(ERROR, code, self.message.clone());
-        #[allow(unreachable_code)]
-        {
-            unreachable!("ereport(ERROR) does not return")
-        }
+    /// Raises the error again, as caught (SQLSTATE, detail, hint), after its subtransaction was
+    /// rolled back: PL/pgSQL's `RAISE;` in an exception block.
+    pub fn rethrow(self) -> ! {
+        self.error.rethrow()
     }
 }
 
@@ -51,7 +45,7 @@ pub fn try_catch<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T,
                 let code = report.sql_error_code() as i32;
                 // unpack the SQLSTATE's five 6-bit characters (PGUNSIXBIT)
                 let sqlstate: String = (0..5).map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect();
-                Err(Caught { message: report.message().to_string(), sqlstate })
+                Err(Caught { message: report.message().to_string(), sqlstate, error: Box::new(error) })
             })
             .execute();
         if outcome.is_ok() {

@@ -343,13 +343,6 @@ impl<'a> Planner<'a> {
         let rule = self.rule;
         let key_cols: Vec<&ColumnInfo> = rule.keys.iter().map(|p| self.src_col(&p.source)).collect();
 
-        let one_filter: Vec<String> = rule
-            .keys
-            .iter()
-            .zip(&key_cols)
-            .enumerate()
-            .map(|(i, (p, c))| format!("s.{} {} ${}", ident(&p.source), eq_op(c), i + 1))
-            .collect();
         let key: Vec<&str> = rule.source_key.iter().map(String::as_str).collect();
         let (one, many_from, many) = self.key_filters("s", &key);
         let flush_one = self.update(self.source_rows("", &one));
@@ -362,7 +355,7 @@ impl<'a> Planner<'a> {
             "SELECT {} FROM {} AS s WHERE {}",
             rule.copies.iter().map(|p| format!("s.{}", ident(&p.source))).collect::<Vec<_>>().join(", "),
             self.source.name.sql(),
-            one_filter.join(" AND ")
+            one
         );
         let row = format!("${}", rule.keys.len() + 1);
         if let Some(w) = &rule.where_clause {

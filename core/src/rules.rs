@@ -100,29 +100,6 @@ pub struct RuleSpec {
     pub on_insert: bool,
 }
 
-impl RuleSpec {
-    /// A copy rule with only the required fields (the rest defaulted).
-    pub fn copy(name: &str, source: &str, target: &str) -> RuleSpec {
-        RuleSpec {
-            name: name.to_string(),
-            kind: RuleKind::Copy,
-            source: source.to_string(),
-            target: target.to_string(),
-            match_columns: BTreeMap::new(),
-            set: BTreeMap::new(),
-            where_clause: None,
-            enabled: true,
-            latest_by: None,
-            bidirectional: false,
-            source_timestamp: None,
-            target_timestamp: None,
-            values: BTreeMap::new(),
-            watch: None,
-            on_insert: false,
-        }
-    }
-}
-
 /// The optional keys of a rule, as `data_sync.add_rule`'s `options` JSON object.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
