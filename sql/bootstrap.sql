@@ -30,6 +30,10 @@ CREATE TABLE data_sync.rules (
     -- append: watched source columns, the source key identifying a row, and whether inserts append
     watch_columns   text[] NOT NULL DEFAULT '{}',
     on_insert       boolean NOT NULL DEFAULT false,
+    -- strict, isolated or async; NULL follows the data_sync.failure_mode setting
+    mode            text CHECK (mode IN ('strict', 'isolated', 'async')),
+    -- why the DDL event trigger disabled the rule (cleared when the rule is loaded again)
+    disabled_reason text,
     defined_by      name NOT NULL DEFAULT CURRENT_USER,
     defined_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- append rules keep their source key in source_keys, with no target_keys
@@ -76,8 +80,10 @@ CREATE TABLE data_sync.sync_log (
     role_name      name NOT NULL
 );
 CREATE INDEX sync_log_rule_idx ON data_sync.sync_log (rule_name, id);
--- failures are rare: a partial index keeps "what failed lately" fast on a big log
-CREATE INDEX sync_log_failed_idx ON data_sync.sync_log (id) WHERE status OPERATOR(pg_catalog.<>) 'ok';
+-- "What failed in the last hour" and purge_log scan by time: failures are rare and get a small
+-- partial index; a BRIN index suits the append-only log (logged_at grows with id).
+CREATE INDEX sync_log_failed_idx ON data_sync.sync_log (logged_at) WHERE status OPERATOR(pg_catalog.<>) 'ok';
+CREATE INDEX sync_log_logged_at_idx ON data_sync.sync_log USING brin (logged_at);
 COMMENT ON TABLE data_sync.sync_log IS 'One row per rule per propagating statement, fill batch or re-sync';
 
 SELECT pg_catalog.pg_extension_config_dump('data_sync.rules', '');

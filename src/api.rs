@@ -100,6 +100,8 @@ fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -
         drop_triggers(old);
         catalog::delete_rule(&old.name);
         if !rules.iter().any(|r| r.name == old.name) {
+            // what a dropped rule owed is moot
+            crate::queue::forget_rule(&old.name);
             summary.push(("rule".into(), old.name.clone(), "removed".into()));
         }
     }
@@ -416,6 +418,7 @@ fn spec_of(rule: &Rule) -> RuleSpec {
         values: map(&rule.values),
         watch: append.then(|| rule.watch.clone()),
         on_insert: rule.on_insert,
+        mode: rule.mode,
     }
 }
 

@@ -283,6 +283,38 @@ impl RuleRuntime {
         keys.iter().map(|k| serde_json::Value::from(self.key_parts(k))).collect()
     }
 
+    /// The inverse of `keys_json`: key values read back from their text form (queue items).
+    pub fn keys_from_text(&self, keys: &[&Vec<String>]) -> Vec<Vec<Datum>> {
+        let inputs: Vec<(Oid, Oid)> = self
+            .key_types
+            .iter()
+            .map(|kt| unsafe {
+                let (mut input, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+                pg_sys::getTypeInputInfo(kt.oid, &mut input, &mut ioparam);
+                (input, ioparam)
+            })
+            .collect();
+        keys.iter()
+            .map(|key| {
+                if key.len() != inputs.len() {
+                    error!(
+                        "data_sync: rule \"{}\": queued key {key:?} has {} values, the rule's key has {}",
+                        self.rule.name,
+                        key.len(),
+                        inputs.len()
+                    );
+                }
+                key.iter()
+                    .zip(&inputs)
+                    .map(|(text, &(input, ioparam))| {
+                        let text = CString::new(text.as_str()).unwrap_or_default();
+                        unsafe { pg_sys::OidInputFunctionCall(input, text.as_ptr() as *mut _, ioparam, -1) }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     fn key_parts(&self, key: &[Datum]) -> Vec<String> {
         key.iter()
             .zip(&self.key_types)

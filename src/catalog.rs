@@ -2,7 +2,7 @@
 //! catalog tables (`data_sync.rules`, `data_sync.entities`).
 
 use data_sync_core::catalog::{ColumnInfo, TableInfo, TableName};
-use data_sync_core::rules::RuleKind;
+use data_sync_core::rules::{RuleKind, SyncMode};
 use data_sync_core::validate::{Entity, Pair, Rule};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -146,7 +146,7 @@ pub fn installed_rules() -> Vec<Rule> {
                     "SELECT name, source_schema::text, source_table::text, target_schema::text, target_table::text,
                         target_keys, source_keys, target_columns, source_columns, where_clause, enabled,
                         kind, latest_by, bidirectional, source_timestamp, target_timestamp,
-                        value_columns, value_expressions, watch_columns, on_insert
+                        value_columns, value_expressions, watch_columns, on_insert, mode
                  FROM data_sync.rules ORDER BY name",
                     None,
                     &[],
@@ -189,6 +189,7 @@ fn rule_from_row(r: &pgrx::spi::SpiHeapTupleData<'_>) -> Rule {
         values: pairs(list(17), list(18)),
         watch: list(19),
         on_insert: r.get(20).unwrap().unwrap(),
+        mode: r.get::<String>(21).unwrap().and_then(|m| SyncMode::parse(&m)),
         source_key,
     }
 }
@@ -209,8 +210,10 @@ pub fn insert_rule(rule: &Rule) {
             "INSERT INTO data_sync.rules (name, source_schema, source_table, target_schema, target_table,
                                           target_keys, source_keys, target_columns, source_columns, where_clause,
                                           enabled, defined_by, kind, latest_by, bidirectional, source_timestamp,
-                                          target_timestamp, value_columns, value_expressions, watch_columns, on_insert)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+                                          target_timestamp, value_columns, value_expressions, watch_columns, on_insert,
+                                          mode)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+                     $22)",
             &[
                 rule.name.as_str().into(),
                 rule.source.schema.as_str().into(),
@@ -233,6 +236,7 @@ pub fn insert_rule(rule: &Rule) {
                 ve.into(),
                 rule.watch.clone().into(),
                 rule.on_insert.into(),
+                rule.mode.map(|m| m.as_str()).into(),
             ],
         )
     })

@@ -9,18 +9,25 @@ mod api;
 mod apply;
 mod catalog;
 mod log;
+mod queue;
 mod subxact;
 mod triggers;
 
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!(
+    "../sql/monitoring.sql",
+    name = "monitoring",
+    requires = ["bootstrap", queue::process_queue, queue::retry_failed, queue::clear_failed]
+);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     log::register_gucs();
     api::register_gucs();
     triggers::register_gucs();
+    queue::register_gucs();
     apply::register_callbacks();
     triggers::register_callbacks();
 }

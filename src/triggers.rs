@@ -13,6 +13,8 @@ use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgTupleDesc};
 
+use data_sync_core::rules::SyncMode;
+
 use crate::apply::{self, RuleRuntime};
 use crate::log;
 
@@ -54,10 +56,10 @@ fn in_chain(rule: &str, reverse: bool) -> bool {
 }
 
 /// Keeps a propagation on `CHAIN` while it runs (popped on unwind too).
-struct ChainEntry;
+pub struct ChainEntry;
 
 impl ChainEntry {
-    fn enter(rule: &str, reverse: bool) -> ChainEntry {
+    pub fn enter(rule: &str, reverse: bool) -> ChainEntry {
         let depth = CHAIN.with(|c| {
             let mut c = c.borrow_mut();
             c.push((rule.to_string(), reverse));
@@ -245,11 +247,7 @@ fn statement_operation(trigger: &PgTrigger<'_>) -> &'static str {
 /// Carries target rows back to their source rows and logs the outcome (tables swapped: the
 /// target is where the change came from).
 pub fn propagate_back(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
-    run_and_log(rt, keys, operation, true, || {
-        apply::naming_rule(rt, "propagation back from", || {
-            apply::as_role(rt.source_owner, || (rt.flush_reverse(keys), rt.reverse_conflicts(keys)))
-        })
-    })
+    run_and_log(rt, keys, operation, true)
 }
 
 /// AFTER INSERT / AFTER UPDATE OF … FOR EACH STATEMENT on the source: propagate noted keys.
@@ -270,56 +268,74 @@ fn source_statement_trigger<'a>(
 
 /// Propagates source keys and logs the outcome. Shared by triggers and re-syncs.
 pub fn propagate(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
-    run_and_log(rt, keys, operation, false, || {
-        if operation == "sync" {
-            // as the source's owner, who may lock its rows
-            apply::naming_rule(rt, "re-sync of", || apply::as_role(rt.source_owner, || rt.lock_sources(keys)));
-        }
-        apply::naming_rule(rt, "propagation to", || {
-            apply::as_role(rt.target_owner, || (rt.flush(keys), rt.conflicts(keys)))
-        })
+    run_and_log(rt, keys, operation, false)
+}
+
+/// The propagation itself, without logging: carries the rows of these keys over (or back, for
+/// a bidirectional rule's way back). Returns rows changed and, for last-write-wins rules, rows
+/// skipped as newer. Must be called inside an SPI connection.
+pub fn apply_keys(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str, reverse: bool) -> (u64, Option<u64>) {
+    if reverse {
+        return apply::naming_rule(rt, "propagation back from", || {
+            apply::as_role(rt.source_owner, || (rt.flush_reverse(keys), rt.reverse_conflicts(keys)))
+        });
+    }
+    if operation == "sync" {
+        // as the source's owner, who may lock its rows
+        apply::naming_rule(rt, "re-sync of", || apply::as_role(rt.source_owner, || rt.lock_sources(keys)));
+    }
+    apply::naming_rule(rt, "propagation to", || {
+        apply::as_role(rt.target_owner, || (rt.flush(keys), rt.conflicts(keys)))
     })
 }
 
-/// Runs one propagation (`work` returns rows changed and conflicts) and logs its outcome. In
-/// isolated mode it runs in a subtransaction of its own, one per rule per statement: on failure
-/// only the propagation is rolled back, a `failed` log row and a queue item are written, and
-/// the caller's write goes on.
-fn run_and_log(
-    rt: &RuleRuntime,
-    keys: &[Vec<Datum>],
-    operation: &str,
-    reverse: bool,
-    work: impl FnOnce() -> (u64, Option<u64>),
-) -> u64 {
+/// Logs (and announces) a propagation's outcome: one `ok` row, and a `conflict` row for the
+/// rows a last-write-wins rule left alone. Must be called inside an SPI connection.
+pub fn record(rt: &RuleRuntime, outcome: &log::Outcome, key: Option<String>, changed: u64, conflicts: Option<u64>) {
+    let conflicts = conflicts.unwrap_or(0);
+    if changed > 0 || conflicts == 0 {
+        log::propagation(rt, outcome, key.clone(), changed as i64);
+    }
+    if conflicts > 0 {
+        log::conflict(rt, outcome, key, conflicts as i64);
+    }
+}
+
+/// Errors that concern the whole transaction (serialization failures, deadlocks, cancels,
+/// resources, internal errors): not the rule's to absorb; the application retries them.
+const TRANSACTION_LEVEL: [&str; 5] = ["40", "53", "57", "58", "XX"];
+
+/// Runs one propagation and logs its outcome, as the rule's mode says. Strict: errors fail the
+/// statement. Isolated: the propagation runs in a subtransaction of its own, one per rule per
+/// statement; on failure only it is rolled back, a `failed` log row and a queue item are
+/// written, and the caller's write goes on. Async: the keys are queued, nothing else (re-syncs
+/// run at once, as isolated).
+fn run_and_log(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str, reverse: bool) -> u64 {
+    let mode = log::mode_of(rt);
+    if mode == SyncMode::Async && operation != "sync" {
+        apply::with_spi(|| crate::queue::enqueue(rt, keys, reverse, operation, None));
+        return 0;
+    }
     let role = unsafe { pg_sys::GetUserId() };
     let _entry = ChainEntry::enter(&rt.rule.name, reverse);
     apply::with_spi(|| {
         let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
-        let outcome = log::Outcome { operation, reverse, source_rows: keys.len() as i64, role };
-        let (changed, conflicts) = if log::FAILURE_MODE.get() == log::FailureMode::Isolated {
+        let outcome = log::Outcome { operation, reverse, source_rows: keys.len() as i64, role, attempt: 1 };
+        let work = || apply_keys(rt, keys, operation, reverse);
+        let (changed, conflicts) = if mode == SyncMode::Strict {
+            work()
+        } else {
             match crate::subxact::try_catch(std::panic::AssertUnwindSafe(work)) {
                 Ok(result) => result,
-                // Serialization failures, deadlocks, cancels and resource errors concern the whole
-                // transaction: they are not the rule's to absorb, and the application retries them.
-                Err(error) if ["40", "53", "57", "58", "XX"].iter().any(|c| error.sqlstate.starts_with(c)) => {
-                    error.rethrow()
-                }
+                Err(error) if TRANSACTION_LEVEL.iter().any(|c| error.sqlstate.starts_with(c)) => error.rethrow(),
                 Err(error) => {
-                    log::failure(rt, &outcome, key, rt.keys_json(keys), &error);
+                    log::failure(rt, &outcome, key, &error);
+                    crate::queue::enqueue(rt, keys, reverse, operation, Some(&error));
                     return 0;
                 }
             }
-        } else {
-            work()
         };
-        let conflicts = conflicts.unwrap_or(0);
-        if changed > 0 || conflicts == 0 {
-            log::propagation(rt, &outcome, key.clone(), changed as i64);
-        }
-        if conflicts > 0 {
-            log::conflict(rt, &outcome, key, conflicts as i64);
-        }
+        record(rt, &outcome, key, changed, conflicts);
         changed
     })
 }
@@ -420,7 +436,7 @@ fn target_statement_trigger<'a>(
     }
     let Some(rt) = apply::runtime(&name) else { return Ok(None) };
     let role = unsafe { pg_sys::GetUserId() };
-    let outcome = log::Outcome { operation: "fill", reverse: false, source_rows: filled as i64, role };
+    let outcome = log::Outcome { operation: "fill", reverse: false, source_rows: filled as i64, role, attempt: 1 };
     apply::with_spi(|| log::propagation(&rt, &outcome, None, filled as i64));
     Ok(None)
 }

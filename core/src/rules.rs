@@ -57,6 +57,40 @@ impl RuleKind {
     }
 }
 
+/// When a rule's propagation runs, and what its failure does to the write that caused it. A
+/// rule without one follows the `data_sync.failure_mode` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// In the writing statement; a failure fails the statement, like a foreign key.
+    Strict,
+    /// In the writing statement, in a subtransaction of its own; a failure is logged and queued
+    /// for retry, and the write commits.
+    Isolated,
+    /// Queued by the writing statement and applied after commit by `data_sync.process_queue`,
+    /// repeated changes of one source row coalesced.
+    Async,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Strict => "strict",
+            SyncMode::Isolated => "isolated",
+            SyncMode::Async => "async",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SyncMode> {
+        match text {
+            "strict" => Some(SyncMode::Strict),
+            "isolated" => Some(SyncMode::Isolated),
+            "async" => Some(SyncMode::Async),
+            _ => None,
+        }
+    }
+}
+
 /// `[[rule]]`: a rule as written.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +132,9 @@ pub struct RuleSpec {
     /// Append: also append when a source row is inserted.
     #[serde(default)]
     pub on_insert: bool,
+    /// Overrides `data_sync.failure_mode` for this rule.
+    #[serde(default)]
+    pub mode: Option<SyncMode>,
 }
 
 /// The optional keys of a rule, as `data_sync.add_rule`'s `options` JSON object.
@@ -118,6 +155,7 @@ pub struct RuleOptions {
     pub on_insert: bool,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
+    pub mode: Option<SyncMode>,
 }
 
 fn enabled_by_default() -> bool {
@@ -233,6 +271,7 @@ pub fn rule_from_args(args: RuleArgs<'_>) -> Result<RuleSpec, Error> {
         values: options.values,
         watch: options.watch,
         on_insert: options.on_insert,
+        mode: options.mode,
     })
 }
 

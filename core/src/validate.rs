@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::catalog::{Catalog, ColumnInfo, TableInfo, TableName};
-use crate::rules::{EntitySpec, RuleKind, RuleSpec};
+use crate::rules::{EntitySpec, RuleKind, RuleSpec, SyncMode};
 use crate::Error;
 
 /// One `target column = source column` pair.
@@ -38,6 +38,8 @@ pub struct Rule {
     /// Append: the source columns whose change appends a row.
     pub watch: Vec<String>,
     pub on_insert: bool,
+    /// `None`: follow `data_sync.failure_mode`.
+    pub mode: Option<SyncMode>,
     /// Columns identifying one source row: the match's source columns for copy rules, the
     /// source's primary key (or first unique key) for append rules.
     pub source_key: Vec<String>,
@@ -307,6 +309,7 @@ pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> 
         values,
         watch,
         on_insert: spec.on_insert,
+        mode: spec.mode,
         source_key,
     })
 }
