@@ -63,8 +63,9 @@ CREATE TABLE data_sync.sync_log (
     logged_at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     txid           xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
     rule_name      text NOT NULL,
-    -- what triggered it: source 'update' or 'insert', target 'fill', or a re-'sync'
-    operation      text NOT NULL CHECK (operation IN ('update', 'insert', 'fill', 'sync')),
+    -- what triggered it: source 'update' or 'insert', target 'fill', a re-'sync', or a schema
+    -- change ('ddl') that disabled the rule
+    operation      text NOT NULL CHECK (operation IN ('update', 'insert', 'fill', 'sync', 'ddl')),
     source_table   text NOT NULL,
     -- the source key when exactly one source row was propagated, else NULL
     source_key     text,
@@ -72,8 +73,8 @@ CREATE TABLE data_sync.sync_log (
     target_table   text NOT NULL,
     rows_changed   bigint NOT NULL,
     -- 'conflict': a last-write-wins rule skipped rows whose other side is newer (source_rows
-    -- counts them)
-    status         text NOT NULL CHECK (status IN ('ok', 'failed', 'conflict')),
+    -- counts them); 'disabled': the rule no longer fits its tables (error_message says why)
+    status         text NOT NULL CHECK (status IN ('ok', 'failed', 'conflict', 'disabled')),
     sqlstate       text,
     error_message  text,
     attempt        integer NOT NULL DEFAULT 1,

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use data_sync_core::catalog::{Catalog, TableInfo};
-use data_sync_core::plan::{ident, literal, trigger_name, Planner, TRIGGER_SUFFIXES};
+use data_sync_core::plan::{ident, literal, Planner};
 use data_sync_core::rules::{self, EntitySpec, RuleKind, RuleSpec};
 use data_sync_core::validate::{self, Entity, Rule};
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -53,23 +53,32 @@ fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -
             cat.insert(name.clone(), catalog::resolve(name));
         }
     }
-    // 2. validate rules, entities and the graph they form
+    // 2. validate rules, entities and the graph they form. A disabled rule kept exactly as
+    //    installed is not re-validated: a schema change may have disabled it (see ddl.rs), and
+    //    it must not stand in the way of changes to other rules.
+    let installed = catalog::installed_rules();
     let mut rules = Vec::new();
     for spec in &specs {
-        rules.push(validate::validate_rule(spec, &cat).unwrap_or_else(|e| reject(&e.message)));
+        match installed.iter().find(|r| !r.enabled && r.name == spec.name && spec_of(r) == *spec) {
+            Some(kept) => rules.push(kept.clone()),
+            None => rules.push(validate::validate_rule(spec, &cat).unwrap_or_else(|e| reject(&e.message))),
+        }
     }
     validate::check_cycles(&rules).unwrap_or_else(|e| reject(&e.message));
     let entities: Option<Vec<Entity>> = entity_specs.as_ref().map(|list| {
         list.iter().map(|e| validate::validate_entity(e, list, &cat).unwrap_or_else(|e| reject(&e.message))).collect()
     });
+    // (the tables of every validated rule resolved)
     let infos: HashMap<&str, (&TableInfo, &TableInfo)> = specs
         .iter()
-        .map(|s| (s.name.as_str(), (cat[&s.source].as_ref().unwrap(), cat[&s.target].as_ref().unwrap())))
+        .filter_map(|s| match (&cat[&s.source], &cat[&s.target]) {
+            (Ok(source), Ok(target)) => Some((s.name.as_str(), (source, target))),
+            _ => None,
+        })
         .collect();
 
     // 3. what changes, and whether the caller may change it: only the rules a change touches
     //    are checked, so other roles' installed rules never stand in the way
-    let installed = catalog::installed_rules();
     let touched: Vec<&Rule> = rules.iter().filter(|r| !installed.contains(r)).collect();
     let gone: Vec<&Rule> = installed.iter().filter(|r| !rules.contains(r)).collect();
     for rule in &touched {
@@ -238,7 +247,7 @@ fn check_target_owner_reads_source(rule: &Rule, source: &TableInfo, target: &Tab
 
 /// Prepares (and discards) every statement of the rule, turning a server error into a
 /// rejection that names the rule: this is what catches a bad `where` predicate.
-fn check_statements(rule: &Rule, source: &TableInfo, target: &TableInfo) {
+pub(crate) fn check_statements(rule: &Rule, source: &TableInfo, target: &TableInfo) {
     let planner = Planner { rule, source, target };
     let plan = planner.plan();
     let scalars: Vec<Oid> = plan.key_types.iter().map(|&t| Oid::from(t)).collect();
@@ -290,23 +299,9 @@ fn check_statements(rule: &Rule, source: &TableInfo, target: &TableInfo) {
     }
 }
 
-/// Drops the rule's triggers that still exist (a table may have been dropped meanwhile).
+/// Drops the rule's triggers wherever they are now (a table may have been renamed or dropped).
 fn drop_triggers(rule: &Rule) {
-    for (suffix, side) in TRIGGER_SUFFIXES {
-        let table = if side == 's' { &rule.source } else { &rule.target };
-        let name = trigger_name(&rule.name, suffix);
-        let exists = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t
-                            JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.tgrelid
-                            JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-                            WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2
-                              AND t.tgname OPERATOR(pg_catalog.=) $3)",
-            &[table.schema.as_str().into(), table.name.as_str().into(), name.as_str().into()],
-        );
-        if exists == Ok(Some(true)) {
-            Spi::run(&format!("DROP TRIGGER {} ON {}", ident(&name), table.sql())).expect("drop trigger");
-        }
-    }
+    catalog::drop_rule_triggers(&rule.name);
 }
 
 fn apply_entities(entities: &[Entity], cat: &Catalog) -> Vec<(String, String, String)> {
@@ -399,7 +394,7 @@ fn installed_specs() -> Vec<RuleSpec> {
     catalog::installed_rules().into_iter().map(|r| spec_of(&r)).collect()
 }
 
-fn spec_of(rule: &Rule) -> RuleSpec {
+pub(crate) fn spec_of(rule: &Rule) -> RuleSpec {
     let map = |pairs: &[validate::Pair]| pairs.iter().map(|p| (p.target.clone(), p.source.clone())).collect();
     let append = rule.kind == RuleKind::Append;
     RuleSpec {

@@ -7,6 +7,8 @@ use data_sync_core::validate::{Entity, Pair, Rule};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
+use data_sync_core::plan::{trigger_name, TRIGGER_SUFFIXES};
+
 use crate::subxact;
 
 /// Resolves a table name as written in a rule (`public.users`, `"Clinic"."Owners"`).
@@ -128,7 +130,7 @@ fn unique_keys(client: &SpiClient<'_>, rel: pg_sys::Oid) -> Vec<Vec<String>> {
 /// Runs `f` as the owner of data_sync's catalog tables. Nobody else may read or write them
 /// directly; the SQL functions check the caller's rights on the rules' tables instead, and
 /// triggers fired by any writer must be able to read the rule they serve.
-fn as_catalog_owner<T>(f: impl FnOnce() -> T) -> T {
+pub fn as_catalog_owner<T>(f: impl FnOnce() -> T) -> T {
     let owner = Spi::get_one::<pg_sys::Oid>(
         "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) 'data_sync.rules'::pg_catalog.regclass",
     )
@@ -316,4 +318,33 @@ pub fn delete_entity(name: &str) {
         Spi::run_with_args("DELETE FROM data_sync.entities WHERE name OPERATOR(pg_catalog.=) $1", &[name.into()])
     })
     .expect("delete from data_sync.entities");
+}
+
+/// Drops the triggers of a rule wherever they are (found by name and by being data_sync's), as
+/// the owner of each table: the DDL event trigger disables rules on behalf of whoever changed
+/// one of their tables, who may not own the other.
+pub fn drop_rule_triggers(rule: &str) {
+    let names: Vec<String> = TRIGGER_SUFFIXES.iter().map(|(suffix, _)| trigger_name(rule, suffix)).collect();
+    let found: Vec<(String, String, pg_sys::Oid)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT t.tgname::text, t.tgrelid::pg_catalog.regclass::text, c.relowner
+                 FROM pg_catalog.pg_trigger t
+                 JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.tgrelid
+                 JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid
+                 WHERE t.tgname OPERATOR(pg_catalog.=) ANY ($1)
+                   AND p.pronamespace OPERATOR(pg_catalog.=) 'data_sync'::pg_catalog.regnamespace",
+                None,
+                &[names.into()],
+            )
+            .expect("pg_trigger is readable")
+            .into_iter()
+            .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap(), r.get(3).unwrap().unwrap()))
+            .collect()
+    });
+    for (trigger, table, owner) in found {
+        // regclass output is already quoted as needed
+        let ddl = format!("DROP TRIGGER {} ON {table}", data_sync_core::plan::ident(&trigger));
+        crate::apply::as_role(owner, || Spi::run(&ddl)).expect("drop trigger");
+    }
 }

@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 mod api;
 mod apply;
 mod catalog;
+mod ddl;
 mod log;
 mod queue;
 mod subxact;
@@ -21,6 +22,7 @@ extension_sql_file!(
     name = "monitoring",
     requires = ["bootstrap", queue::process_queue, queue::retry_failed, queue::clear_failed]
 );
+extension_sql_file!("../sql/ddl.sql", name = "ddl", requires = ["bootstrap", ddl::revalidate_rules]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -314,6 +314,22 @@ pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> 
     })
 }
 
+/// After DDL: whether an installed rule still fits its tables, i.e. every table and column it
+/// names exists with a compatible type. The unique keys it was accepted with are taken as given:
+/// while a dump is restored they are missing for a while (constraints come after the data),
+/// and the planned statements do not depend on them.
+pub fn revalidate(installed: &Rule, spec: &RuleSpec, mut catalog: Catalog) -> Result<Rule, Error> {
+    let target_keys: Vec<String> = installed.keys.iter().map(|k| k.target.clone()).collect();
+    for (table, key) in [(&spec.source, installed.source_key.clone()), (&spec.target, target_keys)] {
+        if let Some(Ok(info)) = catalog.get_mut(table) {
+            if !key.is_empty() {
+                info.unique_keys.insert(0, key);
+            }
+        }
+    }
+    validate_rule(spec, &catalog)
+}
+
 /// Defining or changing a rule (or an entity) requires owning its tables, membership in the
 /// owning role included; superusers own everything. Checked only for what a change touches, so
 /// other roles' installed rules never stand in the way.
@@ -683,6 +699,31 @@ target_timestamp = "recorded_at"
             &rule_toml("r", "public.users", "public.lost_pets", "contact_phone = \"phone\"", "status = \"name\""),
             "not covered by a unique index",
         );
+    }
+
+    #[test]
+    fn revalidation_after_ddl() {
+        let doc = parse_document(&phone_rule()).unwrap();
+        let spec = &doc.rule[0];
+        let installed = validate_rule(spec, &tailtracker()).unwrap();
+        // a missing unique key (a dump being restored) is not a reason to disable the rule
+        let mut cat = tailtracker();
+        if let Some(Ok(t)) = cat.get_mut("public.users") {
+            t.unique_keys.clear();
+        }
+        assert!(validate_rule(spec, &cat).is_err());
+        assert_eq!(revalidate(&installed, spec, cat).unwrap(), installed);
+        // a dropped column or table is
+        let mut cat = tailtracker();
+        if let Some(Ok(t)) = cat.get_mut("public.lost_pets") {
+            t.columns.retain(|c| c.name != "contact_phone");
+        }
+        let err = revalidate(&installed, spec, cat).unwrap_err();
+        assert!(err.message.contains("column \"contact_phone\" does not exist"), "{}", err.message);
+        let mut cat = tailtracker();
+        cat.insert("public.users".into(), Err("table \"public.users\" does not exist".into()));
+        let err = revalidate(&installed, spec, cat).unwrap_err();
+        assert!(err.message.contains("does not exist"), "{}", err.message);
     }
 
     #[test]

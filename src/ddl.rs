@@ -1,0 +1,78 @@
+//! Guarding rules against schema changes. An event trigger (sql/ddl.sql) calls
+//! `revalidate_rules` after every ALTER TABLE, DROP TABLE and similar command: an enabled rule
+//! whose tables or columns are gone, renamed or no longer fit is disabled (its triggers dropped),
+//! with a WARNING and a `disabled` log row saying why, instead of failing every later write.
+//! Loading the corrected rules enables them again.
+
+use data_sync_core::catalog::Catalog;
+use data_sync_core::validate;
+use pgrx::prelude::*;
+
+use crate::{api, apply, catalog, subxact};
+
+/// Why an installed rule no longer fits the catalog, if it does not.
+fn breakage(rule: &validate::Rule) -> Option<String> {
+    let spec = api::spec_of(rule);
+    let mut cat = Catalog::new();
+    for (what, name, written) in [("source", &rule.source, &spec.source), ("target", &rule.target, &spec.target)] {
+        let resolved = catalog::resolve(written);
+        if resolved.is_err() {
+            return Some(format!("{what} table {name} does not exist"));
+        }
+        cat.insert(written.clone(), resolved);
+    }
+    let checked = validate::revalidate(rule, &spec, cat.clone()).map(|_| ());
+    if let Err(e) = checked {
+        return Some(e.message);
+    }
+    // expressions (where, values) name columns too: the statements must still prepare
+    let (Some(Ok(source)), Some(Ok(target))) = (cat.get(&spec.source), cat.get(&spec.target)) else { return None };
+    subxact::try_catch(std::panic::AssertUnwindSafe(|| api::check_statements(rule, source, target)))
+        .err()
+        .map(|e| e.message.trim_start_matches("data_sync: ").to_string())
+}
+
+const DISABLE: &str = "UPDATE data_sync.rules SET enabled = false, disabled_reason = $2
+                       WHERE name OPERATOR(pg_catalog.=) $1";
+
+const LOG: &str = "INSERT INTO data_sync.sync_log
+    (rule_name, operation, source_table, source_rows, target_table, rows_changed, status, error_message, role_name)
+    VALUES ($1, 'ddl', $2, 0, $3, 0, 'disabled', $4, CURRENT_USER)";
+
+/// Disables every enabled rule that no longer fits its tables; returns how many. Called by the
+/// `data_sync_ddl` event trigger; harmless to call by hand.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn revalidate_rules() -> i64 {
+    let mut disabled = 0;
+    for rule in catalog::installed_rules().iter().filter(|r| r.enabled) {
+        let Some(reason) = breakage(rule) else { continue };
+        let reason = reason.trim_start_matches(&format!("rule \"{}\": ", rule.name)).to_string();
+        catalog::as_catalog_owner(|| {
+            Spi::run_with_args(DISABLE, &[rule.name.as_str().into(), reason.as_str().into()])?;
+            Spi::run_with_args(
+                LOG,
+                &[
+                    rule.name.as_str().into(),
+                    rule.source.to_string().into(),
+                    rule.target.to_string().into(),
+                    format!("rule disabled: {reason}").into(),
+                ],
+            )
+        })
+        .expect("data_sync catalog is writable");
+        catalog::drop_rule_triggers(&rule.name);
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!("data_sync: rule \"{}\" disabled: {reason}", rule.name),
+            "data_sync",
+        )
+        .set_hint("Load the corrected rule (data_sync.load_rules or data_sync.add_rule) to enable it again.")
+        .report(PgLogLevel::WARNING);
+        disabled += 1;
+    }
+    if disabled > 0 {
+        apply::invalidate_all();
+    }
+    disabled
+}
