@@ -338,7 +338,6 @@ pub fn drop_rule_triggers(rule: &str) {
                 &[names.into()],
             )
             .expect("pg_trigger is readable")
-            .into_iter()
             .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap(), r.get(3).unwrap().unwrap()))
             .collect()
     });
