@@ -13,6 +13,7 @@ mod log;
 mod queue;
 mod subxact;
 mod triggers;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -30,6 +31,8 @@ pub extern "C-unwind" fn _PG_init() {
     api::register_gucs();
     triggers::register_gucs();
     queue::register_gucs();
+    worker::register_gucs();
+    worker::register_workers();
     apply::register_callbacks();
     triggers::register_callbacks();
 }
