@@ -168,3 +168,24 @@ AS $$
 $$;
 REVOKE EXECUTE ON FUNCTION data_sync.purge_log(interval) FROM PUBLIC;
 COMMENT ON FUNCTION data_sync.purge_log(interval) IS 'Deletes sync log rows older than the given age; returns how many';
+
+-- Re-syncs under way: sync_all reports its progress as the backend's activity, which other
+-- sessions can see while its transaction runs (pg_stat_activity shows other roles' activity only
+-- to members of pg_read_all_stats).
+CREATE VIEW data_sync.running_syncs AS
+SELECT a.pid,
+       a.usename AS role_name,
+       m.m[1] AS rule_name,
+       m.m[2]::bigint AS done,
+       m.m[3]::bigint AS total,
+       CASE WHEN m.m[3]::bigint OPERATOR(pg_catalog.>) 0
+            THEN pg_catalog.round(100.0 OPERATOR(pg_catalog.*) m.m[2]::bigint OPERATOR(pg_catalog./) m.m[3]::bigint, 1)
+       END AS percent,
+       a.query_start AS started
+FROM pg_catalog.pg_stat_activity a
+CROSS JOIN LATERAL pg_catalog.regexp_match(a.query, '^data_sync re-sync: rule (\S+) done (\d+) of (\d+)$') AS m(m)
+WHERE m.m IS NOT NULL
+  AND a.state OPERATOR(pg_catalog.=) 'active'
+  AND a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database();
+GRANT SELECT ON data_sync.running_syncs TO PUBLIC;
+COMMENT ON VIEW data_sync.running_syncs IS 'sync_all calls under way, with source rows done and total';

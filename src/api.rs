@@ -17,6 +17,16 @@ pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 pub fn register_gucs() {
     GucRegistry::define_int_guc(
+        c"data_sync.progress_every",
+        c"Batches between two progress NOTICEs of sync_all (0: none).",
+        c"Progress also shows in data_sync.running_syncs.",
+        &PROGRESS_EVERY,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"data_sync.batch_size",
         c"Source rows per statement in sync_all and sync_all_*_data.",
         c"Re-syncs work in batches of this many source keys so memory stays flat on large tables.",
@@ -584,50 +594,142 @@ unsafe fn result_keys() -> (Vec<Vec<Datum>>, *mut pg_sys::SPITupleTable) {
 }
 
 /// Re-applies rules to every row (or one rule), in batches of `data_sync.batch_size` source
-/// keys. Returns the number of target rows changed.
+/// keys, optionally only to the source keys from `from_key` to `to_key` (inclusive; one rule
+/// with a single-column key) so a big table can be re-synced in chunks. Returns the number of
+/// target rows changed. Progress shows in `data_sync.running_syncs` and, every
+/// `data_sync.progress_every` batches, as a NOTICE.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
-fn sync_all(rule_name: default!(Option<&str>, "NULL")) -> i64 {
-    let batch = BATCH_SIZE.get() as i64;
+fn sync_all(
+    rule_name: default!(Option<&str>, "NULL"),
+    from_key: default!(Option<&str>, "NULL"),
+    to_key: default!(Option<&str>, "NULL"),
+) -> i64 {
+    let range = (from_key.is_some() || to_key.is_some()).then_some((from_key, to_key));
+    if range.is_some() && rule_name.is_none() {
+        reject("sync_all: a key range (from_key, to_key) needs a rule_name: rules have different keys");
+    }
     let mut total = 0i64;
     for rt in enabled_runtimes(rule_name, Access::Sync, |_| true) {
-        apply::with_spi(|| unsafe {
-            let mut previous: Option<(Vec<Datum>, *mut pg_sys::SPITupleTable)> = None;
-            loop {
-                let found = match &previous {
-                    None => apply::as_role(rt.target_owner, || {
-                        rt.execute("keys_first", &rt.plan.keys_first, &[pg_sys::INT8OID], &[batch.into()], &[false])
-                    }),
-                    Some((last, _)) => {
-                        let mut types = vec![pg_sys::INT8OID];
-                        types.extend(rt.key_scalar_types());
-                        let mut args = vec![Datum::from(batch)];
-                        args.extend(last.iter().copied());
-                        let nulls = vec![false; args.len()];
-                        apply::as_role(rt.target_owner, || {
-                            rt.execute("keys_after", &rt.plan.keys_after, &types, &args, &nulls)
-                        })
-                    }
-                };
-                if let Some((_, table)) = previous.take() {
-                    pg_sys::SPI_freetuptable(table);
-                }
-                if found == 0 {
-                    break;
-                }
-                let (keys, table) = result_keys();
-                total += triggers::propagate(&rt, &keys, "sync") as i64;
-                match keys.last() {
-                    Some(last) if found as i64 == batch => previous = Some((last.clone(), table)),
-                    _ => {
-                        pg_sys::SPI_freetuptable(table);
-                        break;
-                    }
-                }
-            }
-        });
+        total += resync(&rt, range);
     }
     total
+}
+
+pub static PROGRESS_EVERY: GucSetting<i32> = GucSetting::<i32>::new(10);
+
+/// Re-syncs one rule, batch by batch in key order, reporting progress.
+fn resync(rt: &RuleRuntime, range: Option<(Option<&str>, Option<&str>)>) -> i64 {
+    let name = &rt.rule.name;
+    let batch = BATCH_SIZE.get() as i64;
+    // the range's bounds as key values (NULL: open)
+    let bounds: Option<[Option<Datum>; 2]> = range.map(|(from, to)| {
+        if rt.plan.keys_range_first.is_none() {
+            reject(&format!(
+                "rule \"{name}\": a key range needs a single-column source key (this rule's is ({}))",
+                rt.rule.source_key.join(", ")
+            ));
+        }
+        [("from_key", from), ("to_key", to)].map(|(field, bound)| {
+            bound.map(|text| {
+                let key = vec![text.to_string()];
+                subxact::try_catch(std::panic::AssertUnwindSafe(|| rt.keys_from_text(&[&key])[0][0]))
+                    .unwrap_or_else(|e| reject(&format!("rule \"{name}\": {field}: {e}")))
+            })
+        })
+    });
+    let key_type = rt.key_types[0].oid;
+    let with_bounds = |prefix: Vec<Datum>, bounds: &[Option<Datum>]| -> (Vec<Oid>, Vec<Datum>, Vec<bool>) {
+        let mut types: Vec<Oid> = vec![pg_sys::INT8OID; prefix.len()];
+        let mut args = prefix;
+        let mut nulls = vec![false; args.len()];
+        for b in bounds {
+            types.push(key_type);
+            args.push(b.unwrap_or(Datum::from(0)));
+            nulls.push(b.is_none());
+        }
+        (types, args, nulls)
+    };
+    apply::with_spi(|| unsafe {
+        // single-column keys count with (optional) bounds, others without
+        let (types, args, nulls) = match bounds {
+            Some(b) => with_bounds(vec![], &b),
+            None if rt.plan.keys_range_first.is_some() => with_bounds(vec![], &[None, None]),
+            None => (vec![], vec![], vec![]),
+        };
+        apply::as_role(rt.source_owner, || rt.execute("keys_count", &rt.plan.keys_count, &types, &args, &nulls));
+        let rows = count_result();
+        let mut changed = 0i64;
+        let (mut done, mut batches) = (0i64, 0i64);
+        let mut previous: Option<(Vec<Datum>, *mut pg_sys::SPITupleTable)> = None;
+        report_activity(name, done, rows);
+        loop {
+            let found = match (&previous, &bounds) {
+                (None, None) => apply::as_role(rt.target_owner, || {
+                    rt.execute("keys_first", &rt.plan.keys_first, &[pg_sys::INT8OID], &[batch.into()], &[false])
+                }),
+                (Some((last, _)), None) => {
+                    let mut types = vec![pg_sys::INT8OID];
+                    types.extend(rt.key_scalar_types());
+                    let mut args = vec![Datum::from(batch)];
+                    args.extend(last.iter().copied());
+                    let nulls = vec![false; args.len()];
+                    apply::as_role(rt.target_owner, || {
+                        rt.execute("keys_after", &rt.plan.keys_after, &types, &args, &nulls)
+                    })
+                }
+                (None, Some(b)) => {
+                    let (types, args, nulls) = with_bounds(vec![Datum::from(batch)], b);
+                    let sql = rt.plan.keys_range_first.as_deref().unwrap();
+                    apply::as_role(rt.target_owner, || rt.execute("keys_range_first", sql, &types, &args, &nulls))
+                }
+                (Some((last, _)), Some(b)) => {
+                    let (types, args, nulls) = with_bounds(vec![Datum::from(batch)], &[Some(last[0]), b[1]]);
+                    let sql = rt.plan.keys_range_after.as_deref().unwrap();
+                    apply::as_role(rt.target_owner, || rt.execute("keys_range_after", sql, &types, &args, &nulls))
+                }
+            };
+            if let Some((_, table)) = previous.take() {
+                pg_sys::SPI_freetuptable(table);
+            }
+            if found == 0 {
+                break;
+            }
+            let (keys, table) = result_keys();
+            changed += triggers::propagate(rt, &keys, "sync") as i64;
+            done += found as i64;
+            batches += 1;
+            report_activity(name, done, rows);
+            let every = PROGRESS_EVERY.get() as i64;
+            if every > 0 && batches % every == 0 {
+                notice!("data_sync: re-sync of rule \"{name}\": {done} of {rows} source rows, {changed} target rows changed");
+            }
+            match keys.last() {
+                Some(last) if found as i64 == batch => previous = Some((last.clone(), table)),
+                _ => {
+                    pg_sys::SPI_freetuptable(table);
+                    break;
+                }
+            }
+        }
+        changed
+    })
+}
+
+/// The single count a `keys_count` statement returned.
+unsafe fn count_result() -> i64 {
+    let table = pg_sys::SPI_tuptable;
+    let mut isnull = false;
+    let d = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);
+    i64::from_datum(d, isnull).unwrap_or(0)
+}
+
+/// Shows a re-sync's progress as the backend's current activity (`pg_stat_activity.query`),
+/// which `data_sync.running_syncs` reads: other sessions see it while the transaction runs.
+fn report_activity(rule: &str, done: i64, rows: i64) {
+    let text = format!("data_sync re-sync: rule {rule} done {done} of {rows}");
+    let text = std::ffi::CString::new(text).unwrap_or_default();
+    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) }
 }
 
 /// Re-applies every rule whose source is the entity's table, for the rows whose entity key

@@ -64,6 +64,14 @@ pub struct RulePlan {
     pub keys_first: String,
     /// Next batch after a key. `$1`: batch size, `$2..`: the last key seen.
     pub keys_after: String,
+    /// Re-syncs limited to a key range (single-column keys only): first batch from a key, and
+    /// next batch after a key, both up to a key. `$1`: batch size, `$2`: lower bound (NULL:
+    /// none; after: the last key seen), `$3`: upper bound (NULL: none).
+    pub keys_range_first: Option<String>,
+    pub keys_range_after: Option<String>,
+    /// How many source rows a re-sync visits (progress). Single-column keys: `$1`/`$2`, the
+    /// optional bounds of a range; otherwise no parameters.
+    pub keys_count: String,
     /// Type OIDs of the source key columns, in parameter order.
     pub key_types: Vec<u32>,
     /// Re-syncs: lock the source rows of a batch (`FOR SHARE`) before copying them. Same
@@ -292,6 +300,9 @@ impl<'a> Planner<'a> {
             check: String::new(),
             keys_first: String::new(),
             keys_after: String::new(),
+            keys_range_first: None,
+            keys_range_after: None,
+            keys_count: String::new(),
             key_types: key_cols.iter().map(|c| c.type_oid).collect(),
             lock_one: String::new(),
             lock_many: String::new(),
@@ -404,6 +415,28 @@ impl<'a> Planner<'a> {
             self.source.name.sql(),
             key_list.join(", ")
         );
+        let table = self.source.name.sql();
+        let (keys_range_first, keys_range_after, keys_count) = match (key_list.as_slice(), key_cols.as_slice()) {
+            ([k], [col]) => {
+                let upto = format!("(${n} IS NULL OR {k} {} ${n})", op(col, "<="), n = 3);
+                (
+                    Some(format!(
+                        "SELECT {k} FROM {table} AS s WHERE ($2 IS NULL OR {k} {} $2) AND {upto} ORDER BY {k} LIMIT $1",
+                        op(col, ">=")
+                    )),
+                    Some(format!(
+                        "SELECT {k} FROM {table} AS s WHERE {k} {} $2 AND {upto} ORDER BY {k} LIMIT $1",
+                        op(col, ">")
+                    )),
+                    format!(
+                        "SELECT pg_catalog.count(*) FROM {table} AS s WHERE ($1 IS NULL OR {k} {} $1) AND ($2 IS NULL OR {k} {} $2)",
+                        op(col, ">="),
+                        op(col, "<=")
+                    ),
+                )
+            }
+            _ => (None, None, format!("SELECT pg_catalog.count(*) FROM {table}")),
+        };
 
         RulePlan {
             flush_one,
@@ -412,6 +445,9 @@ impl<'a> Planner<'a> {
             check,
             keys_first,
             keys_after,
+            keys_range_first,
+            keys_range_after,
+            keys_count,
             key_types: key_cols.iter().map(|c| c.type_oid).collect(),
             lock_one,
             lock_many,
@@ -600,6 +636,15 @@ mod tests {
         );
         assert!(plan.flush_many.contains("s.\"id\" OPERATOR(\"pg_catalog\".=) ANY ($1)"));
         assert_eq!(plan.key_types, vec![20]);
+        // re-syncs of a key range, with optional bounds
+        assert_eq!(
+            plan.keys_range_after.as_deref(),
+            Some(
+                "SELECT s.\"id\" FROM \"public\".\"users\" AS s WHERE s.\"id\" OPERATOR(\"pg_catalog\".>) $2 \
+                 AND ($3 IS NULL OR s.\"id\" OPERATOR(\"pg_catalog\".<=) $3) ORDER BY s.\"id\" LIMIT $1"
+            )
+        );
+        assert!(plan.keys_range_first.unwrap().contains("($2 IS NULL OR s.\"id\" OPERATOR(\"pg_catalog\".>=) $2)"));
     }
 
     #[test]
@@ -640,6 +685,9 @@ mod tests {
             "SELECT s.\"k1\", s.\"k2\" FROM \"a\".\"src\" AS s WHERE (s.\"k1\" OPERATOR(\"pg_catalog\".>) $2) OR (s.\"k1\" OPERATOR(\"pg_catalog\".=) $2 AND s.\"k2\" OPERATOR(\"pg_catalog\".>) $3) ORDER BY s.\"k1\", s.\"k2\" LIMIT $1"
         );
         assert_eq!(plan.key_types, vec![20, 25]);
+        // key ranges need a single-column key
+        assert!(plan.keys_range_first.is_none() && plan.keys_range_after.is_none());
+        assert_eq!(plan.keys_count, "SELECT pg_catalog.count(*) FROM \"a\".\"src\"");
     }
 
     #[test]

@@ -17,6 +17,13 @@ WHERE n.nspname = 'data_sync' AND p.grantee <> n.nspowner ORDER BY 1, 2;
 SELECT c.relname, p.grantee::regrole, p.privilege_type
 FROM pg_class c, aclexplode(c.relacl) p
 WHERE c.relnamespace = 'data_sync'::regnamespace AND p.grantee <> c.relowner ORDER BY 1, 2, 3;
+-- ...except the functions that act on the queue or the log as their owner: not for PUBLIC
+SELECT p.oid::regprocedure
+FROM pg_proc p
+WHERE p.pronamespace = 'data_sync'::regnamespace
+  AND NOT EXISTS (SELECT FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                  WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+ORDER BY 1::text;
 GRANT USAGE ON SCHEMA sec TO ds_regress_app, ds_regress_other;
 
 SET ROLE ds_regress_owner;
