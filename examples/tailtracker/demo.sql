@@ -118,3 +118,30 @@ SELECT * FROM data_sync.check();
 \echo '--- data_sync.sync_log: what data_sync did'
 SELECT id, rule_name, operation, source_key, target_table, rows_changed, status
 FROM data_sync.sync_log ORDER BY id;
+
+\echo
+\echo '=== 7. A failure, retried with backoff and healed ==='
+\echo '--- lost_pets gets a phone format check that (wrongly) rejects letters'
+ALTER TABLE lost_pets ADD CONSTRAINT contact_phone_format CHECK (contact_phone ~ '^[+0-9 -]*$') NOT VALID;
+\echo '--- Alice picks a vanity number: her write commits, the copy to lost_pets fails and is queued'
+-- (retries wait 1 s, 2 s, 4 s ...; shortened here so the demo does not have to wait)
+SET data_sync.retry_delay = '300ms';
+UPDATE users SET phone = '+1-555-PETS' WHERE id = 1;
+SELECT id, phone FROM users WHERE id = 1;
+SELECT id, contact_phone FROM lost_pets WHERE owner_id = 1 ORDER BY id;
+SELECT rule_name, keys, attempts, status, last_error FROM data_sync.queue;
+SELECT healthy, message FROM data_sync.health();
+\echo '--- The queue processor retries (a background worker or pg_cron calls process_queue): still failing'
+SELECT pg_sleep(0.4);
+SELECT * FROM data_sync.process_queue();
+SELECT rule_name, attempts, status, round(extract(epoch FROM next_attempt_at - clock_timestamp()), 1) AS retry_in_s
+FROM data_sync.queue;
+\echo '--- The DBA fixes the check; the next retry heals the copy'
+ALTER TABLE lost_pets DROP CONSTRAINT contact_phone_format;
+ALTER TABLE lost_pets ADD CONSTRAINT contact_phone_format CHECK (contact_phone ~ '^[+0-9A-Z -]*$') NOT VALID;
+SELECT pg_sleep(0.7);
+SELECT * FROM data_sync.process_queue();
+SELECT id, contact_phone FROM lost_pets WHERE owner_id = 1 ORDER BY id;
+SELECT logged_at::time(0) AS at, rule_name, source_key, status, attempt, error_message
+FROM data_sync.history(4, 'user_phone_to_lost_pets');
+SELECT rule_name, pending, dead, failures, last_error IS NOT NULL AS has_failed FROM data_sync.status();
