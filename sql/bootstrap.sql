@@ -115,4 +115,7 @@ CREATE TABLE data_sync.queue (
     last_error      text
 );
 CREATE INDEX queue_due_idx ON data_sync.queue (next_attempt_at) WHERE status OPERATOR(pg_catalog.=) 'pending';
+-- Owed propagations survive pg_dump/restore (the log, being history, does not), with their ids.
+SELECT pg_catalog.pg_extension_config_dump('data_sync.queue', '');
+SELECT pg_catalog.pg_extension_config_dump('data_sync.queue_id_seq', '');
 COMMENT ON TABLE data_sync.queue IS 'Failed propagations owed to their targets (isolated failure mode)';

@@ -27,6 +27,11 @@ $node->safe_psql('demo', q{
     UPDATE public.lost_pets SET contact_phone = 'drifted'
     WHERE id = (SELECT min(id) FROM public.lost_pets WHERE owner_id = 1);
 });
+# an async write whose propagations are still queued: owed work must survive the restore
+$node->safe_psql('demo', q{
+    SET data_sync.failure_mode = async;
+    UPDATE public.users SET phone = '+1-555-0222' WHERE id = 2;
+});
 
 my %q = (
     rules => q{SELECT name, source_schema, source_table, target_schema, target_table, target_keys, source_keys,
@@ -40,11 +45,13 @@ my %q = (
     lost_pets => q{SELECT * FROM public.lost_pets ORDER BY id},
     pets => q{SELECT * FROM public.pets ORDER BY id},
     drift => q{SELECT * FROM data_sync.check() ORDER BY 1},
+    queue => q{SELECT id, rule_name, reverse, operation, keys, status, attempts FROM data_sync.queue ORDER BY id},
 );
 my %before = map { $_ => $node->safe_psql('demo', $q{$_}) } keys %q;
 like($before{triggers}, qr/data_sync_user_phone_to_lost_pets_sur/, 'the demo database has rule triggers');
 is($node->safe_psql('demo', q{SELECT rule_name, drifted_rows FROM data_sync.check() WHERE drifted_rows > 0}),
-    'user_phone_to_lost_pets|1', 'the demo database has one drifted row');
+    "user_phone_to_lost_pets|2\nuser_phone_to_pet_emergency_contact|2",
+    'the demo database has a drifted row and the rows the queued propagations owe');
 
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 my $connstr = sub { $node->connstr($_[0]) };
@@ -79,6 +86,15 @@ for my $format (sort keys %restore) {
                                  AND d.deptype = 'e'}), '0',
         "$format: triggers are ordinary objects, not extension members");
 
+    # the queued propagations are applied; new items get fresh ids (the queue's sequence came along)
+    my $queued = $node->safe_psql('demo', q{SELECT count(*) FROM data_sync.queue});
+    $node->safe_psql($db, q{SET data_sync.failure_mode = async; UPDATE public.users SET phone = '+1-555-0333' WHERE id = 3});
+    is($node->safe_psql($db, q{SELECT processed FROM data_sync.process_queue()}), 2 * $queued,
+        "$format: restored and new queue items are applied");
+    is($node->safe_psql($db, q{SELECT count(*) FROM public.lost_pets
+                               WHERE owner_id = 2 AND contact_phone IS DISTINCT FROM '+1-555-0222'}),
+        '0', "$format: the restored queue item reached its target");
+
     # the generated functions and propagation work in the restored database
     is($node->safe_psql($db, q{SELECT sync_all_user_data(auth_user_id) FROM public.users WHERE id = 1}),
         '1', "$format: sync_all_user_data repairs the drifted row");
@@ -88,7 +104,7 @@ for my $format (sort keys %restore) {
         '+1-555-0199', "$format: propagation works after restore");
     is($node->safe_psql($db, q{SELECT string_agg(operation || ':' || status, ',' ORDER BY id) FROM data_sync.sync_log
                                WHERE rule_name = 'user_phone_to_lost_pets'}),
-        'sync:ok,update:ok', "$format: both are logged");
+        'update:ok,sync:ok,update:ok', "$format: all are logged");
 }
 
 $node->stop;
