@@ -10,7 +10,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 DATA_SYNC_DEMO_DIR ?= /tmp/data_sync_demo
 PGRX_TEST_DIR ?= /tmp/data_sync_pgrx
 
-.PHONY: deps install demo demo-stop unit pgrx-test regress isolation tap test fmt-check clippy
+.PHONY: deps install demo demo-stop unit pgrx-test regress isolation tap test bench fmt-check clippy
 
 deps:
 	scripts/install-deps.sh
@@ -53,6 +53,14 @@ test:
 	$(MAKE) regress
 	$(MAKE) isolation
 	$(MAKE) tap
+
+# Benchmarks (bench/run.py; see bench/RESULTS.md). BENCH_PROFILE=smoke|quick|full; extra
+# arguments in BENCH_ARGS (e.g. --scenarios 1,3). Built in release mode, like production.
+BENCH_PROFILE ?= quick
+bench: deps
+	apt-get install -y -q gnuplot-nox valgrind python3-venv >/dev/null
+	cargo pgrx install --release --pg-config $(PG_CONFIG)
+	python3 bench/run.py --profile $(BENCH_PROFILE) $(BENCH_ARGS)
 
 fmt-check:
 	cargo fmt --all -- --check

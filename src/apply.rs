@@ -40,6 +40,15 @@ pub struct RuleRuntime {
     /// Whether the fill lookup takes the new row and its old version's tid.
     pub fill_takes_row: bool,
     pub key_types: Vec<KeyType>,
+    /// Copy rules: the source columns a single-row propagation takes from the row trigger's
+    /// NEW tuple (`RulePlan::flush_row`), and their types.
+    pub row_attnums: Vec<i32>,
+    pub row_types: Vec<KeyType>,
+    /// Columns whose change the row triggers act on (their `UPDATE OF` lists): watched source
+    /// columns, target columns whose change re-fills a row, copied target columns (the way back).
+    pub watched_attnums: Vec<i32>,
+    pub refill_attnums: Vec<i32>,
+    pub copied_target_attnums: Vec<i32>,
     plans: RefCell<HashMap<String, Plan>>,
 }
 
@@ -70,6 +79,7 @@ pub fn register_callbacks() {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache_changed(_arg: Datum, relid: Oid) {
+    crate::log::forget_log_relation(relid);
     if relid == pg_sys::InvalidOid {
         ALL_STALE.with(|a| a.set(true));
         return;
@@ -128,16 +138,24 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
     // append rules have no match keys and fill nothing
     let target_key_attnums = rule.keys.iter().map(|p| attnum(&target, &p.target)).collect::<Option<Vec<_>>>()?;
     let fill_attnums = rule.copies.iter().map(|p| attnum(&target, &p.target)).collect::<Option<Vec<_>>>()?;
-    let key_types = plan
-        .key_types
-        .iter()
-        .map(|&t| unsafe {
-            let oid = Oid::from(t);
-            let mut kt = KeyType { oid, array_oid: pg_sys::get_array_type(oid), len: 0, byval: false, align: 0 };
-            pg_sys::get_typlenbyvalalign(oid, &mut kt.len, &mut kt.byval, &mut kt.align);
-            kt
-        })
-        .collect();
+    let type_facts = |types: &[u32]| -> Vec<KeyType> {
+        types
+            .iter()
+            .map(|&t| unsafe {
+                let oid = Oid::from(t);
+                let mut kt = KeyType { oid, array_oid: pg_sys::get_array_type(oid), len: 0, byval: false, align: 0 };
+                pg_sys::get_typlenbyvalalign(oid, &mut kt.len, &mut kt.byval, &mut kt.align);
+                kt
+            })
+            .collect()
+    };
+    let key_types = type_facts(&plan.key_types);
+    let row_types = type_facts(&plan.row_types);
+    let row_attnums = planner.row_columns().iter().map(|c| attnum(&source, c)).collect::<Option<Vec<_>>>()?;
+    let watched_attnums =
+        rule.watched_source_columns().into_iter().map(|c| attnum(&source, c)).collect::<Option<Vec<_>>>()?;
+    let copied_target_attnums = fill_attnums.clone();
+    let refill_attnums = planner.refill_columns().iter().map(|c| attnum(&target, c)).collect::<Option<Vec<_>>>()?;
     let owner = |oid: u32| -> Option<Oid> {
         Spi::get_one_with_args::<Oid>(
             "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
@@ -162,6 +180,11 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
         fill_attnums,
         fill_takes_row,
         key_types,
+        row_types,
+        row_attnums,
+        watched_attnums,
+        refill_attnums,
+        copied_target_attnums,
         plans: RefCell::new(HashMap::new()),
     })
 }
@@ -200,6 +223,22 @@ impl RuleRuntime {
     /// changed.
     pub fn flush(&self, keys: &[Vec<Datum>]) -> u64 {
         self.run_keyed(("flush_one", &self.plan.flush_one), ("flush_many", &self.plan.flush_many), keys)
+    }
+
+    /// Propagates one source row from its values (`row_attnums` of the row trigger's NEW
+    /// tuple) instead of reading it again. Returns the number of target rows changed.
+    pub fn flush_row(&self, row: &SourceRow) -> u64 {
+        let types: Vec<Oid> = self.row_types.iter().map(|t| t.oid).collect();
+        self.execute("flush_row", &self.plan.flush_row, &types, &row.values, &row.nulls)
+    }
+
+    pub fn conflicts_row(&self, row: &SourceRow) -> Option<u64> {
+        let sql = self.plan.conflicts_row.as_ref()?;
+        let types: Vec<Oid> = self.row_types.iter().map(|t| t.oid).collect();
+        if self.execute("conflicts_row", sql, &types, &row.values, &row.nulls) == 0 {
+            return Some(0);
+        }
+        Some(unsafe { count_of_result() })
     }
 
     /// Locks the source rows of these keys FOR SHARE (re-syncs, before `flush`).
@@ -260,12 +299,7 @@ impl RuleRuntime {
         if keys.is_empty() || self.run_keyed(one, many, keys) == 0 {
             return 0;
         }
-        unsafe {
-            let table = pg_sys::SPI_tuptable;
-            let mut isnull = false;
-            let d = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);
-            i64::from_datum(d, isnull).unwrap_or(0) as u64
-        }
+        unsafe { count_of_result() }
     }
 
     /// Text form of one source key, for the log: `42`, or `(7,abc)` for composite keys.
@@ -327,6 +361,22 @@ impl RuleRuntime {
             })
             .collect()
     }
+}
+
+/// The values of one source row, taken from a row trigger's tuple: what `flush_row` sends.
+pub struct SourceRow {
+    pub values: Vec<Datum>,
+    pub nulls: Vec<bool>,
+    /// The subtransaction the row was written in: a row from a rolled-back one must not be used.
+    pub subxact: pg_sys::SubTransactionId,
+}
+
+/// The count a `SELECT count(*)` just returned (in `SPI_tuptable`).
+unsafe fn count_of_result() -> u64 {
+    let table = pg_sys::SPI_tuptable;
+    let mut isnull = false;
+    let d = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);
+    i64::from_datum(d, isnull).unwrap_or(0) as u64
 }
 
 fn prepare(sql: &str, arg_types: &[Oid]) -> pg_sys::SPIPlanPtr {

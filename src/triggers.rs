@@ -15,7 +15,7 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgTupleDesc};
 
 use data_sync_core::rules::SyncMode;
 
-use crate::apply::{self, RuleRuntime};
+use crate::apply::{self, RuleRuntime, SourceRow};
 use crate::log;
 
 /// Keys noted by row triggers, per rule, waiting for their statement trigger. Values are
@@ -23,6 +23,9 @@ use crate::log;
 #[derive(Default)]
 struct Pending {
     keys: HashMap<String, Vec<Vec<Datum>>>,
+    /// The first noted row's values per rule (copy rules): a statement that changed exactly
+    /// one source row propagates from them, without reading the source again.
+    rows: HashMap<String, SourceRow>,
     /// Bidirectional rules: target match keys whose rows flow back to the source.
     reverse_keys: HashMap<String, Vec<Vec<Datum>>>,
     fills: HashMap<String, u64>,
@@ -112,6 +115,7 @@ unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _a
         PENDING.with(|p| {
             if let Ok(mut p) = p.try_borrow_mut() {
                 p.keys.clear();
+                p.rows.clear();
                 p.reverse_keys.clear();
                 p.fills.clear();
             }
@@ -167,6 +171,34 @@ unsafe extern "C" {
     /// Not in pgrx's bindings; exported by the server (utils/datum.h). Fails only when out of
     /// memory, so no error-boundary guard is needed.
     fn datumCopy(value: Datum, typByVal: bool, typLen: std::ffi::c_int) -> Datum;
+    /// utils/datum.h, likewise: compares the bytes of two non-NULL values.
+    fn datumIsEqual(value1: Datum, value2: Datum, typByVal: bool, typLen: std::ffi::c_int) -> bool;
+}
+
+/// Whether an UPDATE left every one of these columns as it was (binary equality: a value
+/// rewritten with the same bytes). Triggers fire for their `UPDATE OF` columns being assigned,
+/// changed or not; an unchanged row is no change to act on. (A value changed to an equal one
+/// with other bytes, like numeric 1.0 -> 1.00, propagates, and the propagation's own
+/// IS DISTINCT FROM test finds nothing to write.)
+fn update_changed_nothing(trigger: &PgTrigger<'_>, attnums: &[i32]) -> bool {
+    let data = trigger.trigger_data();
+    if data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK != pg_sys::TRIGGER_EVENT_UPDATE {
+        return false;
+    }
+    unsafe {
+        let desc = (*data.tg_relation).rd_att;
+        attnums.iter().all(|&a| {
+            let att = (*desc).attrs.as_ptr().add((a - 1) as usize);
+            let (mut old_null, mut new_null) = (false, false);
+            let old = pg_sys::heap_getattr(data.tg_trigtuple, a, desc, &mut old_null);
+            let new = pg_sys::heap_getattr(data.tg_newtuple, a, desc, &mut new_null);
+            match (old_null, new_null) {
+                (true, true) => true,
+                (false, false) => datumIsEqual(old, new, (*att).attbyval, (*att).attlen as i32),
+                _ => false,
+            }
+        })
+    }
 }
 
 /// AFTER INSERT / AFTER UPDATE OF … FOR EACH ROW on the source: note the row's key.
@@ -179,10 +211,45 @@ fn source_row_trigger<'a>(
         return Ok(None); // the rule writing its own source back
     }
     let Some(rt) = apply::runtime(&name) else { return Ok(None) };
+    if update_changed_nothing(trigger, &rt.watched_attnums) {
+        return Ok(None);
+    }
     if let Some(key) = note_key(trigger, &rt, &rt.source_key_attnums) {
-        PENDING.with(|p| p.borrow_mut().keys.entry(name).or_default().push(key));
+        PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            let first = p.keys.get(&name).is_none_or(|keys| keys.is_empty());
+            if first && !rt.plan.flush_row.is_empty() {
+                let row = source_row(trigger, &rt);
+                p.rows.insert(name.clone(), row);
+            }
+            p.keys.entry(name).or_default().push(key);
+        });
     }
     Ok(None)
+}
+
+/// The row's values at `rt.row_attnums` (NULLs allowed), copied into TopTransactionContext.
+fn source_row(trigger: &PgTrigger<'_>, rt: &RuleRuntime) -> SourceRow {
+    let data = trigger.trigger_data();
+    unsafe {
+        let desc = (*data.tg_relation).rd_att;
+        let tuple = new_tuple(data);
+        let old = pg_sys::CurrentMemoryContext;
+        pg_sys::CurrentMemoryContext = pg_sys::TopTransactionContext;
+        let mut row = SourceRow {
+            values: Vec::with_capacity(rt.row_attnums.len()),
+            nulls: Vec::with_capacity(rt.row_attnums.len()),
+            subxact: pg_sys::GetCurrentSubTransactionId(),
+        };
+        for (&attnum, t) in rt.row_attnums.iter().zip(&rt.row_types) {
+            let mut isnull = false;
+            let d = pg_sys::heap_getattr(tuple, attnum, desc, &mut isnull);
+            row.values.push(if isnull { Datum::from(0) } else { datumCopy(d, t.byval, t.len as i32) });
+            row.nulls.push(isnull);
+        }
+        pg_sys::CurrentMemoryContext = old;
+        row
+    }
 }
 
 /// The row's values at `attnums`, copied into TopTransactionContext so they survive until
@@ -212,6 +279,9 @@ fn reverse_row_trigger<'a>(
         return Ok(None); // the rule's own forward write
     }
     let Some(rt) = apply::runtime(&name) else { return Ok(None) };
+    if update_changed_nothing(trigger, &rt.copied_target_attnums) {
+        return Ok(None);
+    }
     if let Some(key) = note_key(trigger, &rt, &rt.target_key_attnums) {
         PENDING.with(|p| p.borrow_mut().reverse_keys.entry(name).or_default().push(key));
     }
@@ -247,7 +317,7 @@ fn statement_operation(trigger: &PgTrigger<'_>) -> &'static str {
 /// Carries target rows back to their source rows and logs the outcome (tables swapped: the
 /// target is where the change came from).
 pub fn propagate_back(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
-    run_and_log(rt, keys, operation, true)
+    run_and_log(rt, keys, None, operation, true)
 }
 
 /// AFTER INSERT / AFTER UPDATE OF … FOR EACH STATEMENT on the source: propagate noted keys.
@@ -256,25 +326,37 @@ fn source_statement_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
     let name = rule_name(trigger);
-    let keys = PENDING.with(|p| p.borrow_mut().keys.remove(&name)).unwrap_or_default();
+    let (keys, row) = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        (p.keys.remove(&name).unwrap_or_default(), p.rows.remove(&name))
+    });
     if keys.is_empty() {
         return Ok(None);
     }
     let Some(rt) = apply::runtime(&name) else { return Ok(None) };
     let operation = statement_operation(trigger);
-    propagate(&rt, &keys, operation);
+    // the row's values stand for the source only if they are this statement's one row
+    let current = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    let row = row.filter(|r| keys.len() == 1 && r.subxact == current);
+    run_and_log(&rt, &keys, row.as_ref(), operation, false);
     Ok(None)
 }
 
 /// Propagates source keys and logs the outcome. Shared by triggers and re-syncs.
 pub fn propagate(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
-    run_and_log(rt, keys, operation, false)
+    run_and_log(rt, keys, None, operation, false)
 }
 
 /// The propagation itself, without logging: carries the rows of these keys over (or back, for
-/// a bidirectional rule's way back). Returns rows changed and, for last-write-wins rules, rows
-/// skipped as newer. Must be called inside an SPI connection.
-pub fn apply_keys(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str, reverse: bool) -> (u64, Option<u64>) {
+/// a bidirectional rule's way back; from `row`'s values when given). Returns rows changed and,
+/// for last-write-wins rules, rows skipped as newer. Must be called inside an SPI connection.
+pub fn apply_keys(
+    rt: &RuleRuntime,
+    keys: &[Vec<Datum>],
+    row: Option<&SourceRow>,
+    operation: &str,
+    reverse: bool,
+) -> (u64, Option<u64>) {
     if reverse {
         return apply::naming_rule(rt, "propagation back from", || {
             apply::as_role(rt.source_owner, || (rt.flush_reverse(keys), rt.reverse_conflicts(keys)))
@@ -285,7 +367,10 @@ pub fn apply_keys(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str, revers
         apply::naming_rule(rt, "re-sync of", || apply::as_role(rt.source_owner, || rt.lock_sources(keys)));
     }
     apply::naming_rule(rt, "propagation to", || {
-        apply::as_role(rt.target_owner, || (rt.flush(keys), rt.conflicts(keys)))
+        apply::as_role(rt.target_owner, || match row {
+            Some(row) => (rt.flush_row(row), rt.conflicts_row(row)),
+            None => (rt.flush(keys), rt.conflicts(keys)),
+        })
     })
 }
 
@@ -310,7 +395,7 @@ const TRANSACTION_LEVEL: [&str; 5] = ["40", "53", "57", "58", "XX"];
 /// statement; on failure only it is rolled back, a `failed` log row and a queue item are
 /// written, and the caller's write goes on. Async: the keys are queued, nothing else (re-syncs
 /// run at once, as isolated).
-fn run_and_log(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str, reverse: bool) -> u64 {
+fn run_and_log(rt: &RuleRuntime, keys: &[Vec<Datum>], row: Option<&SourceRow>, operation: &str, reverse: bool) -> u64 {
     let mode = log::mode_of(rt);
     if mode == SyncMode::Async && operation != "sync" {
         apply::with_spi(|| crate::queue::enqueue(rt, keys, reverse, operation, None));
@@ -321,7 +406,7 @@ fn run_and_log(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str, reverse: 
     apply::with_spi(|| {
         let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
         let outcome = log::Outcome { operation, reverse, source_rows: keys.len() as i64, role, attempt: 1 };
-        let work = || apply_keys(rt, keys, operation, reverse);
+        let work = || apply_keys(rt, keys, row, operation, reverse);
         let (changed, conflicts) = if mode == SyncMode::Strict {
             work()
         } else {
@@ -353,6 +438,9 @@ fn target_fill_trigger<'a>(
     };
     let name = rule_name(trigger);
     let Some(rt) = apply::runtime(&name) else { return Ok(unchanged()) };
+    if update_changed_nothing(trigger, &rt.refill_attnums) {
+        return Ok(unchanged());
+    }
     unsafe {
         let desc = (*data.tg_relation).rd_att;
         let Some(mut args) = attributes(tuple, desc, &rt.target_key_attnums) else { return Ok(unchanged()) };

@@ -55,6 +55,11 @@ pub struct RulePlan {
     pub flush_one: String,
     /// Propagates from many source rows. `$1..$n`: arrays of the source key values.
     pub flush_many: String,
+    /// Propagates from one source row given as parameters (the row trigger's NEW values): keys,
+    /// copied values, timestamp, of types `row_types`. Empty for append rules.
+    pub flush_row: String,
+    pub conflicts_row: Option<String>,
+    pub row_types: Vec<u32>,
     /// Looks up the copied values for one target row (BEFORE trigger on the target).
     /// `$1..$n`: the target's match values; `$n+1`: the target row, only if the rule has `where`.
     pub fill_lookup: String,
@@ -126,6 +131,48 @@ impl<'a> Planner<'a> {
             self.source.name.sql(),
             names.join(", ")
         )
+    }
+
+    /// One source row given as parameters instead of read from the source: `$1..` are the key
+    /// values, then the copied values, then the timestamp (`row_types` gives their types). A
+    /// single-row write propagates from the row trigger's NEW values, as a hand-written trigger
+    /// would, without reading the source row again.
+    fn param_row(&self) -> String {
+        let rule = self.rule;
+        let mut names: Vec<String> = (0..rule.keys.len()).map(k).chain((0..rule.copies.len()).map(v)).collect();
+        if rule.timestamps.is_some() {
+            names.push(TS.to_string());
+        }
+        let params: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        format!("(SELECT {}) AS {SRC}({})", params.join(", "), names.join(", "))
+    }
+
+    /// A statement over `param_row` with the parameters written in place of the one-row
+    /// subquery: `UPDATE t SET c = $2 WHERE t.k = $1 …` plans as a plain index scan of the
+    /// target, like a hand-written trigger's statement, instead of a join with a one-row result.
+    fn inline_params(&self, sql: &str) -> String {
+        let rule = self.rule;
+        let row = self.param_row();
+        let mut out = sql.replace(&format!("\nFROM {row}"), "").replace(&format!(", {row}"), "");
+        let mut names: Vec<String> = (0..rule.keys.len()).map(k).chain((0..rule.copies.len()).map(v)).collect();
+        if rule.timestamps.is_some() {
+            names.push(TS.to_string());
+        }
+        // longest names first, so that k1 does not replace the start of k10
+        let mut numbered: Vec<(usize, String)> = names.into_iter().enumerate().collect();
+        numbered.sort_by_key(|(_, n)| std::cmp::Reverse(n.len()));
+        for (i, name) in numbered {
+            out = out.replace(&format!("{SRC}.{name}"), &format!("${}", i + 1));
+        }
+        out
+    }
+
+    /// The source columns `param_row` takes, in parameter order.
+    pub fn row_columns(&self) -> Vec<String> {
+        let rule = self.rule;
+        let mut cols: Vec<String> = rule.keys.iter().chain(&rule.copies).map(|p| p.source.clone()).collect();
+        cols.extend(rule.timestamps.as_ref().map(|(source_ts, _)| source_ts.clone()));
+        cols
     }
 
     /// The conditions a target row (referenced as `row`) must meet to be maintained by the
@@ -296,6 +343,9 @@ impl<'a> Planner<'a> {
         RulePlan {
             flush_one: insert("", &one),
             flush_many: insert(&many_from, &many),
+            flush_row: String::new(),
+            conflicts_row: None,
+            row_types: Vec::new(),
             fill_lookup: String::new(),
             check: String::new(),
             keys_first: String::new(),
@@ -357,6 +407,8 @@ impl<'a> Planner<'a> {
         let key: Vec<&str> = rule.source_key.iter().map(String::as_str).collect();
         let (one, many_from, many) = self.key_filters("s", &key);
         let flush_one = self.update(self.source_rows("", &one));
+        let flush_row = self.inline_params(&self.update(self.param_row()));
+        let conflicts_row = self.conflicts(self.param_row()).map(|sql| self.inline_params(&sql));
         let flush_many = self.update(self.source_rows(&many_from, &many));
         let conflicts_one = self.conflicts(self.source_rows("", &one));
         let conflicts_many = self.conflicts(self.source_rows(&many_from, &many));
@@ -441,6 +493,9 @@ impl<'a> Planner<'a> {
         RulePlan {
             flush_one,
             flush_many,
+            flush_row,
+            conflicts_row,
+            row_types: self.row_columns().iter().map(|c| self.src_col(c).type_oid).collect(),
             fill_lookup,
             check,
             keys_first,
@@ -478,34 +533,33 @@ impl<'a> Planner<'a> {
         )
     }
 
+    /// Target columns whose change re-fills a target row: the match columns (re-parenting)
+    /// and, with `latest_by`, the ordering column (a row becoming the newest).
+    pub fn refill_columns(&self) -> Vec<String> {
+        let mut refill: Vec<String> = self.rule.keys.iter().map(|p| p.target.clone()).collect();
+        refill.extend(self.rule.latest_by.clone());
+        refill
+    }
+
     /// `CREATE TRIGGER` statements installing the rule. Source side: AFTER row triggers that
-    /// only note changed keys (filtered by column list and WHEN, so unrelated writes cost
-    /// nothing) and AFTER statement triggers that propagate all noted keys at once. Target side:
-    /// BEFORE row triggers that fill copied columns of new or re-parented rows in place.
+    /// only note changed keys and AFTER statement triggers that propagate all noted keys at once.
+    /// Target side: BEFORE row triggers that fill copied columns of new or re-parented rows in
+    /// place. Update triggers fire only for their column lists (`UPDATE OF`); whether a listed
+    /// column really changed is checked by the trigger function itself rather than by a `WHEN`
+    /// clause, which the server would re-read and compile for every statement.
     pub fn triggers(&self) -> Vec<String> {
         let rule = self.rule;
         let append = rule.kind == crate::rules::RuleKind::Append;
         let watched: Vec<&str> = rule.watched_source_columns().into_iter().collect();
-        let changed = |table: &TableInfo, cols: &[&str]| -> (String, String) {
-            let of = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-            let when = cols
-                .iter()
-                .map(|c| {
-                    let col = table.column(c).expect("validated rule: column exists");
-                    distinct(&format!("OLD.{}", ident(c)), &format!("NEW.{}", ident(c)), col)
-                })
-                .collect::<Vec<_>>()
-                .join(" OR ");
-            (of, when)
-        };
-        let (of, when) = changed(self.source, &watched);
+        let list = |cols: &[&str]| cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        let of = list(&watched);
         let arg = literal(&rule.name);
         let src = self.source.name.sql();
         let tgt = self.target.name.sql();
         let name = |suffix: &str| ident(&trigger_name(&rule.name, suffix));
         let mut out = Vec::new();
         if !watched.is_empty() {
-            out.push(format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {src} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION data_sync.source_row_trigger({arg})", name("sur")));
+            out.push(format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {src} FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger({arg})", name("sur")));
             out.push(format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {src} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.source_statement_trigger({arg})", name("sus")));
         }
         if !append || rule.on_insert {
@@ -515,22 +569,20 @@ impl<'a> Planner<'a> {
         if append {
             return out;
         }
-        // re-parenting (and, with latest_by, a row becoming the newest) fills the row
-        let mut refill: Vec<&str> = rule.keys.iter().map(|p| p.target.as_str()).collect();
-        refill.extend(rule.latest_by.as_deref());
-        let (target_keys, target_when) = changed(self.target, &refill);
+        let refill = self.refill_columns();
+        let target_keys = list(&refill.iter().map(String::as_str).collect::<Vec<_>>());
         out.extend([
             format!("CREATE TRIGGER {} BEFORE INSERT ON {tgt} FOR EACH ROW EXECUTE FUNCTION data_sync.target_fill_trigger({arg})", name("tfi")),
-            format!("CREATE TRIGGER {} BEFORE UPDATE OF {target_keys} ON {tgt} FOR EACH ROW WHEN ({target_when}) EXECUTE FUNCTION data_sync.target_fill_trigger({arg})", name("tfu")),
+            format!("CREATE TRIGGER {} BEFORE UPDATE OF {target_keys} ON {tgt} FOR EACH ROW EXECUTE FUNCTION data_sync.target_fill_trigger({arg})", name("tfu")),
             format!("CREATE TRIGGER {} AFTER INSERT ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.target_statement_trigger({arg})", name("tis")),
             format!("CREATE TRIGGER {} AFTER UPDATE OF {target_keys} ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.target_statement_trigger({arg})", name("tus")),
         ]);
         if rule.bidirectional {
             // a change of a copied target column (or a new target row) flows back to the source
             let copied: Vec<&str> = rule.copies.iter().map(|p| p.target.as_str()).collect();
-            let (of, when) = changed(self.target, &copied);
+            let of = list(&copied);
             out.extend([
-                format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {tgt} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION data_sync.reverse_row_trigger({arg})", name("rur")),
+                format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {tgt} FOR EACH ROW EXECUTE FUNCTION data_sync.reverse_row_trigger({arg})", name("rur")),
                 format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.reverse_statement_trigger({arg})", name("rus")),
                 format!("CREATE TRIGGER {} AFTER INSERT ON {tgt} FOR EACH ROW EXECUTE FUNCTION data_sync.reverse_row_trigger({arg})", name("rir")),
                 format!("CREATE TRIGGER {} AFTER INSERT ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.reverse_statement_trigger({arg})", name("ris")),
@@ -645,6 +697,15 @@ mod tests {
             )
         );
         assert!(plan.keys_range_first.unwrap().contains("($2 IS NULL OR s.\"id\" OPERATOR(\"pg_catalog\".>=) $2)"));
+        // one row from parameters: key, then copied value
+        assert_eq!(
+            plan.flush_row,
+            "UPDATE \"public\".\"lost_pets\" SET \"contact_phone\" = $2\n\
+             WHERE \"public\".\"lost_pets\".\"owner_id\" OPERATOR(\"pg_catalog\".=) $1\n  \
+             AND (((\"public\".\"lost_pets\".\"contact_phone\" OPERATOR(\"pg_catalog\".=) $2) IS NOT TRUE AND (\"public\".\"lost_pets\".\"contact_phone\" IS NOT NULL OR $2 IS NOT NULL)))"
+        );
+        assert_eq!(plan.row_types, vec![20, 25]);
+        assert!(plan.conflicts_row.is_none());
     }
 
     #[test]
@@ -727,7 +788,11 @@ mod tests {
             assert!(ddl.starts_with(&format!("CREATE TRIGGER \"data_sync_r_{suffix}\" ")), "{ddl}");
             assert!(ddl.contains(&format!(" ON {table} ")), "{ddl}");
         }
-        assert!(t[0].starts_with("CREATE TRIGGER \"data_sync_r_sur\" AFTER UPDATE OF \"id\", \"phone\" ON \"public\".\"users\" FOR EACH ROW WHEN ("));
+        assert_eq!(
+            t[0],
+            "CREATE TRIGGER \"data_sync_r_sur\" AFTER UPDATE OF \"id\", \"phone\" ON \"public\".\"users\" FOR EACH ROW \
+             EXECUTE FUNCTION data_sync.source_row_trigger('r')"
+        );
         assert!(t[0].ends_with("EXECUTE FUNCTION data_sync.source_row_trigger('r')"));
         assert!(t[5].contains("BEFORE UPDATE OF \"owner_id\" ON \"public\".\"lost_pets\""));
     }

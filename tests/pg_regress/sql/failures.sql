@@ -47,4 +47,19 @@ SELECT rule_name, reverse, operation, keys, status, attempts, sqlstate FROM data
 UPDATE f.users SET phone = 'x' || id;
 SELECT rule_name, source_rows, status FROM data_sync.sync_log ORDER BY id DESC LIMIT 1;
 SELECT keys FROM data_sync.queue ORDER BY id DESC LIMIT 1;
+
+-- A statement that fails after data_sync noted its row (a later trigger raises) and is rolled
+-- back to a savepoint leaves nothing behind that a later statement could propagate: the noted
+-- row's values were never committed.
+ALTER TABLE f.pets DROP CONSTRAINT phone_digits;
+UPDATE f.users SET phone = '111' WHERE id = 1;
+CREATE FUNCTION f.boom() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN IF NEW.phone = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NULL; END $$;
+CREATE TRIGGER zz_boom AFTER UPDATE ON f.users FOR EACH ROW EXECUTE FUNCTION f.boom();
+SAVEPOINT s;
+UPDATE f.users SET phone = 'boom' WHERE id = 1;
+ROLLBACK TO SAVEPOINT s;
+UPDATE f.users SET phone = phone WHERE false;
+UPDATE f.users SET phone = '112' WHERE id = 2;
+SELECT u.id, u.phone, p.contact_phone FROM f.users u JOIN f.pets p ON p.owner_id = u.id ORDER BY u.id;
 ROLLBACK;

@@ -159,8 +159,9 @@ SELECT * FROM data_sync.failure_stats(interval '1 hour');
 SELECT source_key, status FROM data_sync.history();
 SELECT source_key, status FROM data_sync.history(1, 'phone');
 SELECT count(*) FROM data_sync.history(rule_name => 'no such rule');
--- purge_log keeps what is younger than the given age
-UPDATE data_sync.sync_log SET logged_at = logged_at - interval '2 days' WHERE source_key = '4';
+-- purge_log keeps what is younger than the given age (the log's oldest rows: ids grow with time)
+UPDATE data_sync.sync_log SET logged_at = logged_at - interval '2 days'
+WHERE id <= (SELECT id FROM data_sync.sync_log WHERE source_key = '4');
 SELECT data_sync.purge_log(interval '1 day');
 SELECT source_key, status FROM data_sync.history();
 -- a dropped rule's queue items go with it
