@@ -49,6 +49,10 @@ pub struct RuleRuntime {
     pub watched_attnums: Vec<i32>,
     pub refill_attnums: Vec<i32>,
     pub copied_target_attnums: Vec<i32>,
+    /// Whether a source key maintains at most one target row: the match columns are unique in
+    /// the target, or `latest_by` picks one (rows tied for latest are rare; a conflict on a tied
+    /// row may then go uncounted in the log, never unhandled).
+    pub one_target_row_per_key: bool,
     plans: RefCell<HashMap<String, Plan>>,
 }
 
@@ -155,6 +159,9 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
     let watched_attnums =
         rule.watched_source_columns().into_iter().map(|c| attnum(&source, c)).collect::<Option<Vec<_>>>()?;
     let copied_target_attnums = fill_attnums.clone();
+    let target_keys: Vec<&str> = rule.keys.iter().map(|p| p.target.as_str()).collect();
+    let one_target_row_per_key = rule.latest_by.is_some()
+        || target.unique_keys.iter().any(|uk| !uk.is_empty() && uk.iter().all(|c| target_keys.contains(&c.as_str())));
     let refill_attnums = planner.refill_columns().iter().map(|c| attnum(&target, c)).collect::<Option<Vec<_>>>()?;
     let owner = |oid: u32| -> Option<Oid> {
         Spi::get_one_with_args::<Oid>(
@@ -185,6 +192,7 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
         watched_attnums,
         refill_attnums,
         copied_target_attnums,
+        one_target_row_per_key,
         plans: RefCell::new(HashMap::new()),
     })
 }

@@ -357,9 +357,22 @@ pub fn apply_keys(
     operation: &str,
     reverse: bool,
 ) -> (u64, Option<u64>) {
+    // A last-write-wins rule counts the rows it skipped as newer, for the log; that takes a
+    // second statement, unneeded when one key changed its one maintained row.
+    let counted = |changed: u64, one_row_per_key: bool, count: &dyn Fn() -> Option<u64>| {
+        if keys.len() == 1 && changed > 0 && one_row_per_key {
+            Some(0)
+        } else {
+            count()
+        }
+    };
     if reverse {
+        // the source key is unique: one source row per key
         return apply::naming_rule(rt, "propagation back from", || {
-            apply::as_role(rt.source_owner, || (rt.flush_reverse(keys), rt.reverse_conflicts(keys)))
+            apply::as_role(rt.source_owner, || {
+                let changed = rt.flush_reverse(keys);
+                (changed, counted(changed, true, &|| rt.reverse_conflicts(keys)))
+            })
         });
     }
     if operation == "sync" {
@@ -368,8 +381,14 @@ pub fn apply_keys(
     }
     apply::naming_rule(rt, "propagation to", || {
         apply::as_role(rt.target_owner, || match row {
-            Some(row) => (rt.flush_row(row), rt.conflicts_row(row)),
-            None => (rt.flush(keys), rt.conflicts(keys)),
+            Some(row) => {
+                let changed = rt.flush_row(row);
+                (changed, counted(changed, rt.one_target_row_per_key, &|| rt.conflicts_row(row)))
+            }
+            None => {
+                let changed = rt.flush(keys);
+                (changed, counted(changed, rt.one_target_row_per_key, &|| rt.conflicts(keys)))
+            }
         })
     })
 }
