@@ -658,7 +658,7 @@ fn resync(rt: &RuleRuntime, range: Option<(Option<&str>, Option<&str>)>) -> i64 
             None => (vec![], vec![], vec![]),
         };
         apply::as_role(rt.source_owner, || rt.execute("keys_count", &rt.plan.keys_count, &types, &args, &nulls));
-        let rows = count_result();
+        let rows = apply::count_of_result() as i64;
         let mut changed = 0i64;
         let (mut done, mut batches) = (0i64, 0i64);
         let mut previous: Option<(Vec<Datum>, *mut pg_sys::SPITupleTable)> = None;
@@ -714,14 +714,6 @@ fn resync(rt: &RuleRuntime, range: Option<(Option<&str>, Option<&str>)>) -> i64 
         }
         changed
     })
-}
-
-/// The single count a `keys_count` statement returned.
-unsafe fn count_result() -> i64 {
-    let table = pg_sys::SPI_tuptable;
-    let mut isnull = false;
-    let d = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);
-    i64::from_datum(d, isnull).unwrap_or(0)
 }
 
 /// Shows a re-sync's progress as the backend's current activity (`pg_stat_activity.query`),

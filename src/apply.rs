@@ -312,12 +312,7 @@ impl RuleRuntime {
 
     /// Text form of one source key, for the log: `42`, or `(7,abc)` for composite keys.
     pub fn key_text(&self, key: &[Datum]) -> String {
-        let parts = self.key_parts(key);
-        if parts.len() == 1 {
-            parts.into_iter().next().unwrap()
-        } else {
-            format!("({})", parts.join(","))
-        }
+        key_display(&self.key_parts(key))
     }
 
     /// The keys as JSON for the retry queue: one array of text values per row.
@@ -379,8 +374,16 @@ pub struct SourceRow {
     pub subxact: pg_sys::SubTransactionId,
 }
 
+/// A key's text values as the log shows them: `42`, or `(7,abc)` for composite keys.
+pub fn key_display(parts: &[String]) -> String {
+    match parts {
+        [one] => one.clone(),
+        _ => format!("({})", parts.join(",")),
+    }
+}
+
 /// The count a `SELECT count(*)` just returned (in `SPI_tuptable`).
-unsafe fn count_of_result() -> u64 {
+pub unsafe fn count_of_result() -> u64 {
     let table = pg_sys::SPI_tuptable;
     let mut isnull = false;
     let d = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);

@@ -212,8 +212,11 @@ unsafe fn log_relation(rel: pg_sys::Relation) -> LogRelation {
 /// `logged_at` and `txid` get what their defaults would give. The log's own triggers, if a DBA
 /// adds any, do not fire. Runs as the caller (the log's owner).
 unsafe fn insert_row(values: [Option<Datum>; 12]) {
-    let namespace = pg_sys::get_namespace_oid(c"data_sync".as_ptr(), false);
-    let relid = pg_sys::get_relname_relid(c"sync_log".as_ptr(), namespace);
+    // known after the first row (the relcache callback forgets it when sync_log changes)
+    let relid = LOG_RELATION.with(|c| c.borrow().as_ref().map(|l| l.relid)).unwrap_or_else(|| {
+        let namespace = pg_sys::get_namespace_oid(c"data_sync".as_ptr(), false);
+        pg_sys::get_relname_relid(c"sync_log".as_ptr(), namespace)
+    });
     let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as i32);
     let log = log_relation(rel);
     let desc = (*rel).rd_att;

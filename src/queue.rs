@@ -242,7 +242,7 @@ fn apply_group(rt: &RuleRuntime, items: &[Item], summary: &mut Summary) -> Resul
             // a group that fails is retried item by item: charge nothing yet
             Err(_) if items.len() > 1 => Err(()),
             Err(error) => {
-                let key = (texts.len() == 1).then(|| composite_text(texts[0]));
+                let key = (texts.len() == 1).then(|| apply::key_display(texts[0]));
                 log::failure(rt, &outcome, key, &error);
                 let dead = attempt > MAX_RETRIES.get();
                 let delay = backoff_ms(attempt) / 1000.0;
@@ -271,15 +271,6 @@ fn apply_group(rt: &RuleRuntime, items: &[Item], summary: &mut Summary) -> Resul
             }
         }
     })
-}
-
-/// The log's text form of one key given as text values (see `RuleRuntime::key_text`).
-fn composite_text(parts: &[String]) -> String {
-    if parts.len() == 1 {
-        parts[0].clone()
-    } else {
-        format!("({})", parts.join(","))
-    }
 }
 
 /// Applies due queue items (failed propagations whose backoff has passed, async propagations);
