@@ -10,14 +10,17 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 DATA_SYNC_DEMO_DIR ?= /tmp/data_sync_demo
 PGRX_TEST_DIR ?= /tmp/data_sync_pgrx
 
-.PHONY: deps install demo demo-stop unit pgrx-test regress isolation tap test bench fmt-check clippy
+.PHONY: deps install demo demo-stop unit pgrx-test regress upgrade-test isolation tap test bench fmt-check clippy
 
 deps:
 	scripts/install-deps.sh
 
 # Build and copy the extension into the system PostgreSQL 15 (needs root).
+# pgrx installs the current version's script and the upgrade scripts (sql/data_sync--A--B.sql);
+# the earlier releases' install scripts (sql/data_sync--A.sql) are copied here.
 install: deps
 	cargo pgrx install --pg-config $(PG_CONFIG)
+	install -m 644 sql/data_sync--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 demo: install
 	scripts/demo.sh
@@ -38,6 +41,10 @@ pgrx-test: deps
 regress: install
 	scripts/regress.sh
 
+# Each earlier release + upgrade scripts = a fresh install; then the pg_regress suite on it.
+upgrade-test: install
+	scripts/upgrade-test.sh
+
 # pg_isolation_regress specs in tests/isolation (concurrent sessions).
 isolation: install
 	scripts/isolation.sh
@@ -51,8 +58,17 @@ test:
 	$(MAKE) unit
 	$(MAKE) pgrx-test
 	$(MAKE) regress
+	$(MAKE) upgrade-test
 	$(MAKE) isolation
 	$(MAKE) tap
+	$(MAKE) soak
+
+# Soak test (bench/soak.py): 8 pgbench clients mixing writes and re-syncs on the TailTracker
+# schema for SOAK_SECONDS (60), then zero drift, no unexplained failure in sync_log, no failed
+# transaction. Scratch cluster in /tmp/data_sync_soak, port 5499. SOAK_MODE=strict|isolated|async.
+.PHONY: soak
+soak: install
+	python3 bench/soak.py
 
 # Benchmarks (bench/run.py; see bench/RESULTS.md). BENCH_PROFILE=smoke|quick|full; extra
 # arguments in BENCH_ARGS (e.g. --scenarios 1,3). Built in release mode, like production.

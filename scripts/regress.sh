@@ -9,7 +9,8 @@
 #
 # Env: KEEP_CLUSTER=1 leaves the cluster running afterwards;
 #      DATA_SYNC_REGRESS_DIR / DATA_SYNC_REGRESS_PORT override /tmp/data_sync_regress / 5496,
-#      DATA_SYNC_ISOLATION_DIR / DATA_SYNC_ISOLATION_PORT override /tmp/data_sync_isolation / 5495.
+#      DATA_SYNC_ISOLATION_DIR / DATA_SYNC_ISOLATION_PORT override /tmp/data_sync_isolation / 5495;
+#      REGRESS_SCHEDULE replaces the suite's schedule file.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -64,7 +65,7 @@ mkdir -p "$OUT"
 if (($#)); then
     tests=("$@")
 else
-    tests=(--schedule="$INPUTDIR/$SCHEDULE")
+    tests=(--schedule="${REGRESS_SCHEDULE:-$INPUTDIR/$SCHEDULE}")
 fi
 
 status=0

@@ -2,6 +2,32 @@
 -- Rules and entities are stored by name (schema, table, column), never by OID, so they survive
 -- pg_dump/restore; pg_extension_config_dump makes pg_dump include their rows.
 
+-- CREATE EXTENSION reuses an existing schema named like ours. One that a non-superuser owns, or
+-- that already holds objects, could plant functions, operators or tables beside ours: refuse it
+-- instead of being captured. (pg_dump creates the empty schema, owned by its original owner,
+-- before CREATE EXTENSION: that is fine.)
+DO $$
+DECLARE
+    schema_owner name;
+BEGIN
+    SELECT r.rolname INTO schema_owner
+    FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+    WHERE n.nspname OPERATOR(pg_catalog.=) 'data_sync' AND NOT r.rolsuper;
+    IF FOUND THEN
+        RAISE EXCEPTION 'schema "data_sync" already exists and is owned by role "%"', schema_owner
+            USING HINT = 'data_sync installs into its own new schema: drop or rename the existing one first.';
+    END IF;
+    -- (every object in a schema depends on it; so does the extension being created)
+    IF EXISTS (SELECT FROM pg_catalog.pg_depend d
+               WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                 AND d.refobjid OPERATOR(pg_catalog.=) 'data_sync'::pg_catalog.regnamespace
+                 AND d.classid OPERATOR(pg_catalog.<>) 'pg_catalog.pg_extension'::pg_catalog.regclass) THEN
+        RAISE EXCEPTION 'schema "data_sync" already exists and is not empty'
+            USING HINT = 'data_sync installs into its own new schema: drop or rename the existing one first.';
+    END IF;
+END
+$$;
+
 CREATE TABLE data_sync.rules (
     name            text PRIMARY KEY,
     source_schema   name NOT NULL,
@@ -36,6 +62,9 @@ CREATE TABLE data_sync.rules (
     disabled_reason text,
     defined_by      name NOT NULL DEFAULT CURRENT_USER,
     defined_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- triggers ENABLE ALWAYS: also fire for rows logical replication's apply worker writes
+    -- (since 0.2.0, hence after defined_at: an upgraded catalog has the same column order)
+    fire_on_replica boolean NOT NULL DEFAULT false,
     -- append rules keep their source key in source_keys, with no target_keys
     CHECK (pg_catalog.cardinality(target_keys) OPERATOR(pg_catalog.=) pg_catalog.cardinality(source_keys)
            OR kind OPERATOR(pg_catalog.=) 'append'),

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use data_sync_core::catalog::{Catalog, TableInfo};
+use data_sync_core::citus::Placement;
 use data_sync_core::plan::{ident, literal, Planner};
 use data_sync_core::rules::{self, EntitySpec, RuleKind, RuleSpec};
 use data_sync_core::validate::{self, Entity, Rule};
@@ -107,6 +108,7 @@ fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -
         check_where(rule);
         check_statements(rule, source, target);
         check_target_owner_reads_source(rule, source, target);
+        check_citus_placement(rule, source, target);
     }
 
     // 5. apply the difference
@@ -217,6 +219,43 @@ unsafe fn is_single_expression(sql: &std::ffi::CStr) -> bool {
 /// Propagation runs as the target's owner, who must be able to read the source columns it
 /// joins on and copies (and, for bidirectional rules, the other way round); refusing the rule
 /// now beats a permission error on every write later.
+/// With Citus installed, only rules Citus can run shard by shard are accepted (see core's
+/// `citus` module).
+fn check_citus_placement(rule: &Rule, source: &TableInfo, target: &TableInfo) {
+    let citus = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL");
+    if citus != Ok(Some(true)) {
+        return;
+    }
+    let placement = |table: &TableInfo| -> Option<Placement> {
+        Spi::connect(|client| {
+            let row = client
+                .select(
+                    "SELECT p.partmethod::text,
+                            CASE WHEN p.partkey IS NOT NULL
+                                 THEN pg_catalog.column_to_column_name(p.logicalrelid, p.partkey) END,
+                            p.colocationid
+                     FROM pg_catalog.pg_dist_partition p
+                     WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+                    Some(1),
+                    &[Oid::from(table.oid).into()],
+                )
+                .expect("pg_dist_partition is readable");
+            let row = row.into_iter().next()?;
+            let method: String = row.get(1).ok()??;
+            Some(match method.as_str() {
+                "h" => Placement::Distributed {
+                    column: row.get(2).ok().flatten().unwrap_or_default(),
+                    colocation: row.get(3).ok().flatten().unwrap_or_default(),
+                },
+                "n" => Placement::Reference,
+                other => Placement::Other(other.chars().next().unwrap_or('?')),
+            })
+        })
+    };
+    data_sync_core::citus::check_placement(rule, placement(source).as_ref(), placement(target).as_ref())
+        .unwrap_or_else(|e| reject(&e.message));
+}
+
 fn check_target_owner_reads_source(rule: &Rule, source: &TableInfo, target: &TableInfo) {
     let mut needs: Vec<(&TableInfo, &TableInfo, &str)> = Vec::new();
     let source_columns =
@@ -375,6 +414,19 @@ fn apply_entities(entities: &[Entity], cat: &Catalog) -> Vec<(String, String, St
             ),
         ];
         for (function, implementation, comment) in functions {
+            // (data_sync's own were dropped above; this one is somebody else's)
+            let signature = format!("{}.{}({key_type})", ident(&entity.table.schema), ident(&function));
+            let taken = Spi::get_one_with_args::<bool>(
+                "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+                &[signature.as_str().into()],
+            );
+            if taken == Ok(Some(true)) {
+                reject(&format!(
+                    "entity \"{}\": function {signature} already exists and was not made by data_sync; \
+                     drop or rename it, or rename the entity",
+                    entity.name
+                ));
+            }
             let body = format!("SELECT data_sync.{implementation}({}, $1)", literal(&entity.name));
             Spi::run(&format!(
                 "CREATE FUNCTION {}.{}(key {key_type}) RETURNS bigint LANGUAGE sql VOLATILE \
@@ -424,6 +476,7 @@ pub(crate) fn spec_of(rule: &Rule) -> RuleSpec {
         watch: append.then(|| rule.watch.clone()),
         on_insert: rule.on_insert,
         mode: rule.mode,
+        fire_on_replica: rule.fire_on_replica,
     }
 }
 
@@ -509,6 +562,28 @@ fn disable_rule(
     name: &str,
 ) -> TableIterator<'static, (name!(kind, String), name!(name, String), name!(action, String))> {
     change_rule(name, |specs, i| specs[i].enabled = false)
+}
+
+/// Makes rules fire for rows that logical replication's apply worker writes (their triggers
+/// `ENABLE ALWAYS`), or only for local writes again (`enabled => false`, the default state). For
+/// a subscriber that receives only the source tables and runs the rules itself. `rule_name`
+/// NULL: every installed rule.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn fire_on_replica(
+    enabled: default!(bool, true),
+    rule_name: default!(Option<&str>, "NULL"),
+) -> TableIterator<'static, (name!(kind, String), name!(name, String), name!(action, String))> {
+    let mut specs = installed_specs();
+    if let Some(name) = rule_name {
+        if !specs.iter().any(|s| s.name == name) {
+            reject(&format!("rule \"{name}\" does not exist"));
+        }
+    }
+    for spec in specs.iter_mut().filter(|s| rule_name.is_none_or(|name| s.name == name)) {
+        spec.fire_on_replica = enabled;
+    }
+    TableIterator::new(apply_rule_set(specs, None).into_iter().filter(|r| r.2 != "unchanged"))
 }
 
 /// What a caller wants to do with rules through data_sync's functions.

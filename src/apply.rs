@@ -197,6 +197,9 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
     })
 }
 
+/// The statements that write propagated values (see `RuleRuntime::execute`).
+const PROPAGATIONS: [&str; 5] = ["flush_one", "flush_many", "flush_row", "reverse_one", "reverse_many"];
+
 impl RuleRuntime {
     /// Runs a planned statement (prepared on first use) and returns the number of rows it
     /// processed. Must be called inside an SPI connection.
@@ -210,7 +213,27 @@ impl RuleRuntime {
         });
         let nulls: Vec<std::ffi::c_char> = nulls.iter().map(|&n| if n { b'n' as _ } else { b' ' as _ }).collect();
         unsafe {
-            let rc = pg_sys::SPI_execute_plan(plan, args.as_ptr() as *mut Datum, nulls.as_ptr(), false, 0);
+            let rc = if PROPAGATIONS.contains(&which) && pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+                // Under REPEATABLE READ the transaction's snapshot misses target rows that others
+                // committed since (a lost pet inserted, and filled from the old phone, while this
+                // transaction waited on the users row): the propagation would skip them and leave
+                // them stale. As a foreign-key check does, run it on the latest snapshot and
+                // cross-check against the transaction's: touching such a row then fails with a
+                // serialization error (40001, retry) instead of leaving drift.
+                pg_sys::CommandCounterIncrement();
+                pg_sys::SPI_execute_snapshot(
+                    plan,
+                    args.as_ptr() as *mut Datum,
+                    nulls.as_ptr(),
+                    pg_sys::GetLatestSnapshot(),
+                    pg_sys::GetTransactionSnapshot(),
+                    false,
+                    true,
+                    0,
+                )
+            } else {
+                pg_sys::SPI_execute_plan(plan, args.as_ptr() as *mut Datum, nulls.as_ptr(), false, 0)
+            };
             if rc < 0 {
                 error!("data_sync: rule \"{}\": {which} failed (SPI code {rc})", self.rule.name);
             }

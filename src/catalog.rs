@@ -148,7 +148,7 @@ pub fn installed_rules() -> Vec<Rule> {
                     "SELECT name, source_schema::text, source_table::text, target_schema::text, target_table::text,
                         target_keys, source_keys, target_columns, source_columns, where_clause, enabled,
                         kind, latest_by, bidirectional, source_timestamp, target_timestamp,
-                        value_columns, value_expressions, watch_columns, on_insert, mode
+                        value_columns, value_expressions, watch_columns, on_insert, mode, fire_on_replica
                  FROM data_sync.rules ORDER BY name",
                     None,
                     &[],
@@ -192,6 +192,7 @@ fn rule_from_row(r: &pgrx::spi::SpiHeapTupleData<'_>) -> Rule {
         watch: list(19),
         on_insert: r.get(20).unwrap().unwrap(),
         mode: r.get::<String>(21).unwrap().and_then(|m| SyncMode::parse(&m)),
+        fire_on_replica: r.get(22).unwrap().unwrap(),
         source_key,
     }
 }
@@ -213,9 +214,9 @@ pub fn insert_rule(rule: &Rule) {
                                           target_keys, source_keys, target_columns, source_columns, where_clause,
                                           enabled, defined_by, kind, latest_by, bidirectional, source_timestamp,
                                           target_timestamp, value_columns, value_expressions, watch_columns, on_insert,
-                                          mode)
+                                          mode, fire_on_replica)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                     $22)",
+                     $22, $23)",
             &[
                 rule.name.as_str().into(),
                 rule.source.schema.as_str().into(),
@@ -239,6 +240,7 @@ pub fn insert_rule(rule: &Rule) {
                 rule.watch.clone().into(),
                 rule.on_insert.into(),
                 rule.mode.map(|m| m.as_str()).into(),
+                rule.fire_on_replica.into(),
             ],
         )
     })

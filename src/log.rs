@@ -116,20 +116,23 @@ fn write(
         if outcome.reverse { (&rt.rule.target, &rt.rule.source) } else { (&rt.rule.source, &rt.rule.target) };
     let (from, to) = (from.to_string(), to.to_string());
     crate::apply::as_role(rt.log_owner, || unsafe {
-        insert_row([
-            Some(text_datum(&rt.rule.name)),
-            Some(text_datum(outcome.operation)),
-            Some(text_datum(&from)),
-            source_key.as_deref().map(|k| text_datum(k)),
-            Some(Datum::from(source_rows)),
-            Some(text_datum(&to)),
-            Some(Datum::from(rows_changed)),
-            Some(text_datum(status)),
-            error.map(|e| text_datum(&e.sqlstate)),
-            error.map(|e| text_datum(&e.message)),
-            Some(Datum::from(outcome.attempt)),
-            Some(name_datum(outcome.role)),
-        ])
+        insert_row(
+            [
+                Some(text_datum(&rt.rule.name)),
+                Some(text_datum(outcome.operation)),
+                Some(text_datum(&from)),
+                source_key.as_deref().map(|k| text_datum(k)),
+                Some(Datum::from(source_rows)),
+                Some(text_datum(&to)),
+                Some(Datum::from(rows_changed)),
+                Some(text_datum(status)),
+                error.map(|e| text_datum(&e.sqlstate)),
+                error.map(|e| text_datum(&e.message)),
+                Some(Datum::from(outcome.attempt)),
+                Some(name_datum(outcome.role)),
+            ],
+            status != "ok",
+        )
     });
 }
 
@@ -170,6 +173,12 @@ struct LogRelation {
     relid: Oid,
     sequence: Oid,
     positions: Vec<Option<usize>>,
+    /// The primary key on `id` and the partial index on `logged_at` of the rows whose status
+    /// is not `ok`, when they are the log's only indexes (as installed): then a row goes
+    /// straight into them, skipping the executor's index set-up (which compiles the partial
+    /// index's predicate again for every row). With any other set of indexes, the executor's
+    /// way. Their IndexInfos are built once, in TopMemoryContext.
+    direct_indexes: Option<[(Oid, *mut pg_sys::IndexInfo); 2]>,
 }
 
 thread_local! {
@@ -201,7 +210,20 @@ unsafe fn log_relation(rel: pg_sys::Relation) -> LogRelation {
         })
         .collect();
     let positions = LOG_COLUMNS.iter().map(|c| names.iter().position(|n| n.as_deref() == Some(*c))).collect();
-    let found = LogRelation { relid, sequence: pg_sys::getIdentitySequence(relid, 1, false), positions };
+    let list = pg_sys::RelationGetIndexList(rel);
+    let indexes: Vec<Oid> = if list.is_null() {
+        Vec::new()
+    } else {
+        (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).oid_value).collect()
+    };
+    let namespace = (*(*rel).rd_rel).relnamespace;
+    let pkey = pg_sys::get_relname_relid(c"sync_log_pkey".as_ptr(), namespace);
+    let failed = pg_sys::get_relname_relid(c"sync_log_failed_idx".as_ptr(), namespace);
+    let heap = (*(*rel).rd_rel).relam == pg_sys::HEAP_TABLE_AM_OID;
+    let direct_indexes = (heap && indexes.len() == 2 && indexes.contains(&pkey) && indexes.contains(&failed))
+        .then_some([(pkey, std::ptr::null_mut()), (failed, std::ptr::null_mut())]);
+    let found =
+        LogRelation { relid, sequence: pg_sys::getIdentitySequence(relid, 1, false), positions, direct_indexes };
     LOG_RELATION.with(|c| *c.borrow_mut() = Some(found.clone()));
     found
 }
@@ -211,7 +233,7 @@ unsafe fn log_relation(rel: pg_sys::Relation) -> LogRelation {
 /// SPI costs several times more. `values` follow `LOG_COLUMNS` from `rule_name` on; `id`,
 /// `logged_at` and `txid` get what their defaults would give. The log's own triggers, if a DBA
 /// adds any, do not fire. Runs as the caller (the log's owner).
-unsafe fn insert_row(values: [Option<Datum>; 12]) {
+unsafe fn insert_row(values: [Option<Datum>; 12], failed: bool) {
     // known after the first row (the relcache callback forgets it when sync_log changes)
     let relid = LOG_RELATION.with(|c| c.borrow().as_ref().map(|l| l.relid)).unwrap_or_else(|| {
         let namespace = pg_sys::get_namespace_oid(c"data_sync".as_ptr(), false);
@@ -236,6 +258,39 @@ unsafe fn insert_row(values: [Option<Datum>; 12]) {
         }
     }
     let tuple = pg_sys::heap_form_tuple(desc, row.as_mut_ptr(), nulls.as_mut_ptr());
+    if let Some(indexes) = log.direct_indexes {
+        pg_sys::simple_heap_insert(rel, tuple);
+        // (id) for every row; (logged_at) for the rows whose status is not 'ok'
+        let keys =
+            [(indexes[0], row[log.positions[0].expect("id")]), (indexes[1], row[log.positions[1].expect("logged_at")])];
+        for (n, ((index, info), key)) in indexes.into_iter().zip(keys.map(|k| k.1)).enumerate() {
+            if n == 1 && !failed {
+                break;
+            }
+            let index_rel = pg_sys::index_open(index, pg_sys::RowExclusiveLock as i32);
+            let info = if info.is_null() { index_info(n, index_rel) } else { info };
+            let mut value = [key];
+            let mut isnull = [false];
+            let unique = if n == 0 {
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+            } else {
+                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+            };
+            pg_sys::index_insert(
+                index_rel,
+                value.as_mut_ptr(),
+                isnull.as_mut_ptr(),
+                &mut (*tuple).t_self,
+                rel,
+                unique,
+                false,
+                info,
+            );
+            pg_sys::index_close(index_rel, pg_sys::NoLock as i32);
+        }
+        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+        return;
+    }
     let estate = pg_sys::CreateExecutorState();
     let result_rel = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
     pg_sys::InitResultRelInfo(result_rel, rel, 1, std::ptr::null_mut(), 0);
@@ -248,6 +303,20 @@ unsafe fn insert_row(values: [Option<Datum>; 12]) {
     pg_sys::ExecCloseIndices(result_rel);
     pg_sys::FreeExecutorState(estate);
     pg_sys::table_close(rel, pg_sys::NoLock as i32);
+}
+
+/// The IndexInfo of the n-th direct index, built once in TopMemoryContext and remembered.
+unsafe fn index_info(n: usize, index_rel: pg_sys::Relation) -> *mut pg_sys::IndexInfo {
+    let old = pg_sys::CurrentMemoryContext;
+    pg_sys::CurrentMemoryContext = pg_sys::TopMemoryContext;
+    let info = pg_sys::BuildIndexInfo(index_rel);
+    pg_sys::CurrentMemoryContext = old;
+    LOG_RELATION.with(|c| {
+        if let Some(indexes) = c.borrow_mut().as_mut().and_then(|l| l.direct_indexes.as_mut()) {
+            indexes[n].1 = info;
+        }
+    });
+    info
 }
 
 /// Logs a failed propagation (unless logging is off). Must be called inside an SPI connection.

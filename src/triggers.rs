@@ -1,8 +1,9 @@
 //! The trigger functions every rule installs (see `data_sync_core::plan::Planner::triggers`).
 //!
-//! Source side: an AFTER ROW trigger, filtered by `UPDATE OF` and `WHEN` so it only fires for
-//! rows whose watched columns changed, notes the row's key; the AFTER STATEMENT trigger of the
-//! same statement then propagates every noted key with one set-based statement. Target side: a
+//! Source side: an AFTER ROW trigger, filtered by `UPDATE OF` (and a check that a watched value
+//! really changed), notes the row's key; the AFTER STATEMENT trigger of the same statement then
+//! propagates every noted key with one set-based statement (in a logical replication worker,
+//! which fires no statement triggers, the row trigger propagates at once). Target side: a
 //! BEFORE ROW trigger fills the copied columns of inserted or re-parented rows in place (no
 //! second write), and an AFTER STATEMENT trigger logs how many rows were filled.
 
@@ -222,10 +223,20 @@ fn source_row_trigger<'a>(
                 let row = source_row(trigger, &rt);
                 p.rows.insert(name.clone(), row);
             }
-            p.keys.entry(name).or_default().push(key);
+            p.keys.entry(name.clone()).or_default().push(key);
         });
+        if no_statement_triggers() {
+            flush_source(&name, statement_operation(trigger));
+        }
     }
     Ok(None)
+}
+
+/// Whether this backend is a logical replication worker, whose changes fire row triggers only
+/// (no statement triggers, except for the initial copy's COPY): what a row trigger notes must
+/// be propagated by the row trigger itself. Only rules with `fire_on_replica` fire there.
+fn no_statement_triggers() -> bool {
+    unsafe { pg_sys::IsLogicalWorker() }
 }
 
 /// The row's values at `rt.row_attnums` (NULLs allowed), copied into TopTransactionContext.
@@ -283,7 +294,10 @@ fn reverse_row_trigger<'a>(
         return Ok(None);
     }
     if let Some(key) = note_key(trigger, &rt, &rt.target_key_attnums) {
-        PENDING.with(|p| p.borrow_mut().reverse_keys.entry(name).or_default().push(key));
+        PENDING.with(|p| p.borrow_mut().reverse_keys.entry(name.clone()).or_default().push(key));
+        if no_statement_triggers() {
+            flush_reverse(&name, statement_operation(trigger));
+        }
     }
     Ok(None)
 }
@@ -294,15 +308,18 @@ fn reverse_row_trigger<'a>(
 fn reverse_statement_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
-    let name = rule_name(trigger);
-    let keys = PENDING.with(|p| p.borrow_mut().reverse_keys.remove(&name)).unwrap_or_default();
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    let Some(rt) = apply::runtime(&name) else { return Ok(None) };
-    let operation = statement_operation(trigger);
-    propagate_back(&rt, &keys, operation);
+    flush_reverse(&rule_name(trigger), statement_operation(trigger));
     Ok(None)
+}
+
+/// Propagates the target keys noted for a bidirectional rule back, in one statement.
+fn flush_reverse(name: &str, operation: &str) {
+    let keys = PENDING.with(|p| p.borrow_mut().reverse_keys.remove(name)).unwrap_or_default();
+    if keys.is_empty() {
+        return;
+    }
+    let Some(rt) = apply::runtime(name) else { return };
+    propagate_back(&rt, &keys, operation);
 }
 
 /// `insert` or `update`: what the statement that fired a trigger did (the log's `operation`).
@@ -325,21 +342,24 @@ pub fn propagate_back(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) ->
 fn source_statement_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
-    let name = rule_name(trigger);
+    flush_source(&rule_name(trigger), statement_operation(trigger));
+    Ok(None)
+}
+
+/// Propagates the source keys noted for a rule, in one statement.
+fn flush_source(name: &str, operation: &str) {
     let (keys, row) = PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        (p.keys.remove(&name).unwrap_or_default(), p.rows.remove(&name))
+        (p.keys.remove(name).unwrap_or_default(), p.rows.remove(name))
     });
     if keys.is_empty() {
-        return Ok(None);
+        return;
     }
-    let Some(rt) = apply::runtime(&name) else { return Ok(None) };
-    let operation = statement_operation(trigger);
+    let Some(rt) = apply::runtime(name) else { return };
     // the row's values stand for the source only if they are this statement's one row
     let current = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let row = row.filter(|r| keys.len() == 1 && r.subxact == current);
     run_and_log(&rt, &keys, row.as_ref(), operation, false);
-    Ok(None)
 }
 
 /// Propagates source keys and logs the outcome. Shared by triggers and re-syncs.
@@ -522,7 +542,10 @@ fn target_fill_trigger<'a>(
         });
         match filled {
             Some(new) => {
-                PENDING.with(|p| *p.borrow_mut().fills.entry(name).or_default() += 1);
+                PENDING.with(|p| *p.borrow_mut().fills.entry(name.clone()).or_default() += 1);
+                if no_statement_triggers() {
+                    log_fills(&name);
+                }
                 Ok(Some(PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(desc), new)))
             }
             None => Ok(unchanged()),
@@ -536,14 +559,18 @@ fn target_fill_trigger<'a>(
 fn target_statement_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
-    let name = rule_name(trigger);
-    let filled = PENDING.with(|p| p.borrow_mut().fills.remove(&name)).unwrap_or(0);
+    log_fills(&rule_name(trigger));
+    Ok(None)
+}
+
+/// One log row for the target rows filled for a rule since the last one.
+fn log_fills(name: &str) {
+    let filled = PENDING.with(|p| p.borrow_mut().fills.remove(name)).unwrap_or(0);
     if filled == 0 {
-        return Ok(None);
+        return;
     }
-    let Some(rt) = apply::runtime(&name) else { return Ok(None) };
+    let Some(rt) = apply::runtime(name) else { return };
     let role = unsafe { pg_sys::GetUserId() };
     let outcome = log::Outcome { operation: "fill", reverse: false, source_rows: filled as i64, role, attempt: 1 };
     apply::with_spi(|| log::propagation(&rt, &outcome, None, filled as i64));
-    Ok(None)
 }

@@ -5,6 +5,7 @@
 //! executes the planned statements.
 
 pub mod catalog;
+pub mod citus;
 pub mod plan;
 pub mod rules;
 pub mod validate;
@@ -17,7 +18,11 @@ pub struct Error {
 
 impl Error {
     pub fn new(message: impl Into<String>) -> Self {
-        Error { message: message.into() }
+        // Messages quote what was written, and TOML can write a NUL (`\u0000`): the server's
+        // C strings would end there and cut the message short, so it is spelled out instead.
+        let message = message.into();
+        let message = if message.contains('\0') { message.replace('\0', "\\u0000") } else { message };
+        Error { message }
     }
 }
 

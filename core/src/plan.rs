@@ -20,7 +20,8 @@ pub fn literal(value: &str) -> String {
     postgres_protocol::escape::escape_literal(value)
 }
 
-const SRC: &str = "\"data_sync$src\"";
+/// Alias of the one-row or many-row subquery of source values (see `Planner::src`).
+const SRC: &str = "data_sync$src";
 /// The source row's last-write-wins timestamp inside `SRC`.
 const TS: &str = "\"data_sync$ts\"";
 
@@ -106,6 +107,16 @@ impl<'a> Planner<'a> {
         self.source.column(name).expect("validated rule: source column exists")
     }
 
+    /// The alias of the subquery of source values: `"data_sync$src"`, unless a table of the rule
+    /// is named that (the target is referred to by its bare name, so they would clash).
+    fn src(&self) -> String {
+        let mut alias = SRC.to_string();
+        while alias == self.source.name.name || alias == self.target.name.name {
+            alias.push('$');
+        }
+        ident(&alias)
+    }
+
     fn tgt(&self, column: &str) -> String {
         format!("{}.{}", self.target.name.sql(), ident(column))
     }
@@ -116,6 +127,7 @@ impl<'a> Planner<'a> {
     }
 
     fn source_rows_as(&self, alias: &str, from_extra: &str, filter: &str) -> String {
+        let src = self.src();
         let rule = self.rule;
         let mut cols: Vec<String> =
             rule.keys.iter().chain(&rule.copies).map(|p| format!("{alias}.{}", ident(&p.source))).collect();
@@ -126,7 +138,7 @@ impl<'a> Planner<'a> {
         }
         let filter = if filter.is_empty() { String::new() } else { format!(" WHERE {filter}") };
         format!(
-            "(SELECT {} FROM {from_extra}{} AS {alias}{filter}) AS {SRC}({})",
+            "(SELECT {} FROM {from_extra}{} AS {alias}{filter}) AS {src}({})",
             cols.join(", "),
             self.source.name.sql(),
             names.join(", ")
@@ -138,19 +150,21 @@ impl<'a> Planner<'a> {
     /// single-row write propagates from the row trigger's NEW values, as a hand-written trigger
     /// would, without reading the source row again.
     fn param_row(&self) -> String {
+        let src = self.src();
         let rule = self.rule;
         let mut names: Vec<String> = (0..rule.keys.len()).map(k).chain((0..rule.copies.len()).map(v)).collect();
         if rule.timestamps.is_some() {
             names.push(TS.to_string());
         }
         let params: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
-        format!("(SELECT {}) AS {SRC}({})", params.join(", "), names.join(", "))
+        format!("(SELECT {}) AS {src}({})", params.join(", "), names.join(", "))
     }
 
     /// A statement over `param_row` with the parameters written in place of the one-row
     /// subquery: `UPDATE t SET c = $2 WHERE t.k = $1 …` plans as a plain index scan of the
     /// target, like a hand-written trigger's statement, instead of a join with a one-row result.
     fn inline_params(&self, sql: &str) -> String {
+        let src = self.src();
         let rule = self.rule;
         let row = self.param_row();
         let mut out = sql.replace(&format!("\nFROM {row}"), "").replace(&format!(", {row}"), "");
@@ -162,7 +176,7 @@ impl<'a> Planner<'a> {
         let mut numbered: Vec<(usize, String)> = names.into_iter().enumerate().collect();
         numbered.sort_by_key(|(_, n)| std::cmp::Reverse(n.len()));
         for (i, name) in numbered {
-            out = out.replace(&format!("{SRC}.{name}"), &format!("${}", i + 1));
+            out = out.replace(&format!("{src}.{name}"), &format!("${}", i + 1));
         }
         out
     }
@@ -226,18 +240,19 @@ impl<'a> Planner<'a> {
 
     /// Target rows joined to their source row and differing from it (and within `where`).
     fn join_and_drift(&self) -> String {
+        let src = self.src();
         let rule = self.rule;
         let mut conds: Vec<String> = rule
             .keys
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("{} {} {SRC}.{}", self.tgt(&p.target), eq_op(self.src_col(&p.source)), k(i)))
+            .map(|(i, p)| format!("{} {} {src}.{}", self.tgt(&p.target), eq_op(self.src_col(&p.source)), k(i)))
             .collect();
         let drift: Vec<String> = rule
             .copies
             .iter()
             .enumerate()
-            .map(|(i, p)| distinct(&self.tgt(&p.target), &format!("{SRC}.{}", v(i)), self.src_col(&p.source)))
+            .map(|(i, p)| distinct(&self.tgt(&p.target), &format!("{src}.{}", v(i)), self.src_col(&p.source)))
             .collect();
         conds.push(format!("({})", drift.join(" OR ")));
         conds.extend(self.target_scope(&self.target.name.sql()));
@@ -247,8 +262,9 @@ impl<'a> Planner<'a> {
     /// Last write wins: the source row's timestamp is not older than the target row's.
     /// `None` for rules without timestamps.
     fn source_wins(&self) -> Option<String> {
+        let src = self.src();
         let (_, target_ts) = self.rule.timestamps.as_ref()?;
-        Some(format!("(({SRC}.{TS} {} {}) IS NOT TRUE)", op(self.tgt_col(target_ts), "<"), self.tgt(target_ts)))
+        Some(format!("(({src}.{TS} {} {}) IS NOT TRUE)", op(self.tgt_col(target_ts), "<"), self.tgt(target_ts)))
     }
 
     /// `SELECT count(*)` of the target rows a propagation skips because they are newer.
@@ -263,19 +279,20 @@ impl<'a> Planner<'a> {
     }
 
     fn update(&self, source_rows: String) -> String {
+        let src = self.src();
         let sets: Vec<String> = self
             .rule
             .copies
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("{} = {SRC}.{}", ident(&p.target), v(i)))
+            .map(|(i, p)| format!("{} = {src}.{}", ident(&p.target), v(i)))
             .collect();
         let mut sets = sets;
         // The timestamp travels with the value, so the receiving side is as new as what it got;
         // except into a `latest_by` column, which orders the target's history.
         if let Some((_, target_ts)) = &self.rule.timestamps {
             if self.rule.latest_by.as_ref() != Some(target_ts) {
-                sets.push(format!("{} = {SRC}.{TS}", ident(target_ts)));
+                sets.push(format!("{} = {src}.{TS}", ident(target_ts)));
             }
         }
         let wins = self.source_wins().map(|w| format!("\n  AND {w}")).unwrap_or_default();
@@ -553,40 +570,63 @@ impl<'a> Planner<'a> {
         let watched: Vec<&str> = rule.watched_source_columns().into_iter().collect();
         let list = |cols: &[&str]| cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
         let of = list(&watched);
-        let arg = literal(&rule.name);
         let src = self.source.name.sql();
         let tgt = self.target.name.sql();
-        let name = |suffix: &str| ident(&trigger_name(&rule.name, suffix));
-        let mut out = Vec::new();
+        // (suffix, timing and event, table, level, function)
+        let mut triggers: Vec<(&str, String, &str, &str, &str)> = Vec::new();
         if !watched.is_empty() {
-            out.push(format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {src} FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger({arg})", name("sur")));
-            out.push(format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {src} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.source_statement_trigger({arg})", name("sus")));
+            triggers.push(("sur", format!("AFTER UPDATE OF {of}"), src.as_str(), "ROW", "source_row_trigger"));
+            triggers.push((
+                "sus",
+                format!("AFTER UPDATE OF {of}"),
+                src.as_str(),
+                "STATEMENT",
+                "source_statement_trigger",
+            ));
         }
         if !append || rule.on_insert {
-            out.push(format!("CREATE TRIGGER {} AFTER INSERT ON {src} FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger({arg})", name("sir")));
-            out.push(format!("CREATE TRIGGER {} AFTER INSERT ON {src} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.source_statement_trigger({arg})", name("sis")));
-        }
-        if append {
-            return out;
+            triggers.push(("sir", "AFTER INSERT".into(), src.as_str(), "ROW", "source_row_trigger"));
+            triggers.push(("sis", "AFTER INSERT".into(), src.as_str(), "STATEMENT", "source_statement_trigger"));
         }
         let refill = self.refill_columns();
         let target_keys = list(&refill.iter().map(String::as_str).collect::<Vec<_>>());
-        out.extend([
-            format!("CREATE TRIGGER {} BEFORE INSERT ON {tgt} FOR EACH ROW EXECUTE FUNCTION data_sync.target_fill_trigger({arg})", name("tfi")),
-            format!("CREATE TRIGGER {} BEFORE UPDATE OF {target_keys} ON {tgt} FOR EACH ROW EXECUTE FUNCTION data_sync.target_fill_trigger({arg})", name("tfu")),
-            format!("CREATE TRIGGER {} AFTER INSERT ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.target_statement_trigger({arg})", name("tis")),
-            format!("CREATE TRIGGER {} AFTER UPDATE OF {target_keys} ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.target_statement_trigger({arg})", name("tus")),
-        ]);
-        if rule.bidirectional {
+        if !append {
+            triggers.extend([
+                ("tfi", "BEFORE INSERT".into(), tgt.as_str(), "ROW", "target_fill_trigger"),
+                ("tfu", format!("BEFORE UPDATE OF {target_keys}"), tgt.as_str(), "ROW", "target_fill_trigger"),
+                ("tis", "AFTER INSERT".into(), tgt.as_str(), "STATEMENT", "target_statement_trigger"),
+                (
+                    "tus",
+                    format!("AFTER UPDATE OF {target_keys}"),
+                    tgt.as_str(),
+                    "STATEMENT",
+                    "target_statement_trigger",
+                ),
+            ]);
+        }
+        if !append && rule.bidirectional {
             // a change of a copied target column (or a new target row) flows back to the source
             let copied: Vec<&str> = rule.copies.iter().map(|p| p.target.as_str()).collect();
             let of = list(&copied);
-            out.extend([
-                format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {tgt} FOR EACH ROW EXECUTE FUNCTION data_sync.reverse_row_trigger({arg})", name("rur")),
-                format!("CREATE TRIGGER {} AFTER UPDATE OF {of} ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.reverse_statement_trigger({arg})", name("rus")),
-                format!("CREATE TRIGGER {} AFTER INSERT ON {tgt} FOR EACH ROW EXECUTE FUNCTION data_sync.reverse_row_trigger({arg})", name("rir")),
-                format!("CREATE TRIGGER {} AFTER INSERT ON {tgt} FOR EACH STATEMENT EXECUTE FUNCTION data_sync.reverse_statement_trigger({arg})", name("ris")),
+            triggers.extend([
+                ("rur", format!("AFTER UPDATE OF {of}"), tgt.as_str(), "ROW", "reverse_row_trigger"),
+                ("rus", format!("AFTER UPDATE OF {of}"), tgt.as_str(), "STATEMENT", "reverse_statement_trigger"),
+                ("rir", "AFTER INSERT".into(), tgt.as_str(), "ROW", "reverse_row_trigger"),
+                ("ris", "AFTER INSERT".into(), tgt.as_str(), "STATEMENT", "reverse_statement_trigger"),
             ]);
+        }
+        let arg = literal(&rule.name);
+        let mut out = Vec::new();
+        for (suffix, event, table, level, function) in triggers {
+            let name = ident(&trigger_name(&rule.name, suffix));
+            out.push(format!(
+                "CREATE TRIGGER {name} {event} ON {table} FOR EACH {level} EXECUTE FUNCTION data_sync.{function}({arg})"
+            ));
+            // rows written by logical replication's apply worker (session_replication_role =
+            // replica) fire only ENABLE ALWAYS triggers
+            if rule.fire_on_replica {
+                out.push(format!("ALTER TABLE {table} ENABLE ALWAYS TRIGGER {name}"));
+            }
         }
         out
     }

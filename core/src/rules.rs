@@ -12,6 +12,9 @@ use crate::Error;
 pub const MAX_RULE_NAME: usize = 48;
 /// Longest entity name: the generated function `sync_all_<entity>_data` must fit in 63 bytes.
 pub const MAX_ENTITY_NAME: usize = 48;
+/// Most rules (and entities) in one document: far beyond any real set (each rule installs up
+/// to 12 triggers), and it bounds the cycle check, quadratic in the rules sharing a table.
+pub const MAX_RULES: usize = 1000;
 
 /// The whole rules document.
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +138,10 @@ pub struct RuleSpec {
     /// Overrides `data_sync.failure_mode` for this rule.
     #[serde(default)]
     pub mode: Option<SyncMode>,
+    /// Fire also for rows written by logical replication's apply worker (triggers `ENABLE
+    /// ALWAYS`): for a subscriber that receives only the source tables and runs the rule itself.
+    #[serde(default)]
+    pub fire_on_replica: bool,
 }
 
 /// The optional keys of a rule, as `data_sync.add_rule`'s `options` JSON object.
@@ -156,6 +163,8 @@ pub struct RuleOptions {
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
     pub mode: Option<SyncMode>,
+    #[serde(default)]
+    pub fire_on_replica: bool,
 }
 
 fn enabled_by_default() -> bool {
@@ -166,9 +175,7 @@ fn enabled_by_default() -> bool {
 /// rule or entity name it.
 pub fn parse_document(text: &str) -> Result<Document, Error> {
     // Two steps so that shape errors can name the rule: TOML syntax first (with positions)...
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| Error::new(format!("rules document: {}", e.to_string().trim_end())))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::new(syntax_error(&e)))?;
 
     let mut doc = Document::default();
     for (key, value) in table {
@@ -177,7 +184,15 @@ pub fn parse_document(text: &str) -> Result<Document, Error> {
                 let entities = value.as_table().ok_or_else(|| {
                     Error::new("rules document: `entity` must be a table of [entity.<name>] sections")
                 })?;
+                check_count(entities.len(), "entities")?;
                 for (name, body) in entities {
+                    // (serde would say "expected struct EntitySpec")
+                    if !body.is_table() {
+                        return Err(Error::new(format!(
+                            "entity \"{name}\": expected an [entity.{name}] section (a table), got {}",
+                            body.type_str()
+                        )));
+                    }
                     let mut spec: EntitySpec =
                         body.clone().try_into().map_err(|e| Error::new(format!("entity \"{name}\": {}", clean(e))))?;
                     spec.name = name.clone();
@@ -188,6 +203,7 @@ pub fn parse_document(text: &str) -> Result<Document, Error> {
                 let rules = value
                     .as_array()
                     .ok_or_else(|| Error::new("rules document: `rule` must be an array of [[rule]] sections"))?;
+                check_count(rules.len(), "rules")?;
                 for (i, body) in rules.iter().enumerate() {
                     // ...then each section on its own, so the error says which rule is wrong.
                     let label = body
@@ -195,6 +211,12 @@ pub fn parse_document(text: &str) -> Result<Document, Error> {
                         .and_then(|n| n.as_str())
                         .map(|n| format!("rule \"{n}\""))
                         .unwrap_or_else(|| format!("rule #{}", i + 1));
+                    if !body.is_table() {
+                        return Err(Error::new(format!(
+                            "{label}: expected a [[rule]] section (a table), got {}",
+                            body.type_str()
+                        )));
+                    }
                     let spec: RuleSpec =
                         body.clone().try_into().map_err(|e| Error::new(format!("{label}: {}", clean(e))))?;
                     doc.rule.push(spec);
@@ -255,7 +277,7 @@ pub fn rule_from_args(args: RuleArgs<'_>) -> Result<RuleSpec, Error> {
         (RuleKind::Append, None) => BTreeMap::new(),
         (_, value) => columns(value, "match")?,
     };
-    Ok(RuleSpec {
+    let spec = RuleSpec {
         name: name.to_string(),
         kind: options.kind,
         source: required(args.source, "source")?,
@@ -272,7 +294,36 @@ pub fn rule_from_args(args: RuleArgs<'_>) -> Result<RuleSpec, Error> {
         watch: options.watch,
         on_insert: options.on_insert,
         mode: options.mode,
-    })
+        fire_on_replica: options.fire_on_replica,
+    };
+    // SQL text and jsonb cannot carry a NUL today; checked anyway, as for documents.
+    check_rule_text(&spec)?;
+    Ok(spec)
+}
+
+/// TOML's message quotes the offending line, which can be any length: past a screenful only
+/// the position and the reason are kept.
+fn syntax_error(e: &toml::de::Error) -> String {
+    let full = e.to_string();
+    let full = full.trim_end();
+    if full.len() <= 1000 {
+        return format!("rules document: {full}");
+    }
+    let position = full.lines().next().unwrap_or_default();
+    let mut reason = e.message().trim().to_string();
+    if reason.len() > 200 {
+        let cut = (0..=200).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(0);
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    format!("rules document: {position}: {}", reason.replace('\n', "; "))
+}
+
+fn check_count(count: usize, what: &str) -> Result<(), Error> {
+    if count > MAX_RULES {
+        return Err(Error::new(format!("rules document: {count} {what}, more than the {MAX_RULES} allowed")));
+    }
+    Ok(())
 }
 
 fn clean(e: impl std::fmt::Display) -> String {
@@ -281,17 +332,63 @@ fn clean(e: impl std::fmt::Display) -> String {
 }
 
 fn check_names(doc: &Document) -> Result<(), Error> {
-    for name in doc.entity.keys() {
+    for (name, entity) in &doc.entity {
         check_simple_name("entity", name, MAX_ENTITY_NAME)?;
+        check_entity_text(entity)?;
     }
     let mut seen = std::collections::BTreeSet::new();
     for rule in &doc.rule {
         check_rule_name(&rule.name)?;
+        check_rule_text(rule)?;
         if !seen.insert(rule.name.as_str()) {
             return Err(Error::new(format!("rule \"{}\": duplicate rule name", rule.name)));
         }
     }
     Ok(())
+}
+
+/// TOML can write a NUL (`\u0000`), Postgres text cannot hold one: a table name would be cut
+/// there by the server (`public.users\u0000x` read as `public.users`), and statements could
+/// not be prepared. Refused up front, naming the field.
+fn no_nul<'a>(label: &str, fields: impl IntoIterator<Item = (String, &'a str)>) -> Result<(), Error> {
+    match fields.into_iter().find(|(_, text)| text.contains('\0')) {
+        Some((field, _)) => Err(Error::new(format!("{label}: {field}: contains a NUL character"))),
+        None => Ok(()),
+    }
+}
+
+fn pairs<'a>(field: &'a str, map: &'a BTreeMap<String, String>) -> impl Iterator<Item = (String, &'a str)> + 'a {
+    map.iter().flat_map(move |(k, v)| [(format!("{field}.{k}"), k.as_str()), (format!("{field}.{k}"), v.as_str())])
+}
+
+fn check_rule_text(rule: &RuleSpec) -> Result<(), Error> {
+    let optional = [
+        ("where", &rule.where_clause),
+        ("latest_by", &rule.latest_by),
+        ("source_timestamp", &rule.source_timestamp),
+        ("target_timestamp", &rule.target_timestamp),
+    ];
+    let fields = [("source".to_string(), rule.source.as_str()), ("target".to_string(), rule.target.as_str())]
+        .into_iter()
+        .chain(optional.into_iter().filter_map(|(f, v)| v.as_deref().map(|v| (f.to_string(), v))))
+        .chain(pairs("match", &rule.match_columns))
+        .chain(pairs("set", &rule.set))
+        .chain(pairs("values", &rule.values))
+        .chain(rule.watch.iter().flatten().map(|c| ("watch".to_string(), c.as_str())));
+    no_nul(&format!("rule \"{}\"", rule.name), fields)
+}
+
+fn check_entity_text(entity: &EntitySpec) -> Result<(), Error> {
+    let related = entity.related.iter().flat_map(|(other, map)| {
+        std::iter::once((format!("related.{other}"), other.as_str())).chain(
+            pairs("related", map)
+                .map(move |(field, text)| (field.replacen("related.", &format!("related.{other}."), 1), text)),
+        )
+    });
+    let fields = [("table".to_string(), entity.table.as_str()), ("key".to_string(), entity.key.as_str())]
+        .into_iter()
+        .chain(related);
+    no_nul(&format!("entity \"{}\"", entity.name), fields)
 }
 
 pub fn check_rule_name(name: &str) -> Result<(), Error> {
@@ -305,8 +402,14 @@ fn check_simple_name(kind: &str, name: &str, max: usize) -> Result<(), Error> {
     let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let ok_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !ok_first || !ok_rest || name.len() > max {
+        // a name of any length is refused, but not repeated at any length
+        let mut shown = name.to_string();
+        if shown.len() > 200 {
+            shown.truncate((0..=200).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0));
+            shown.push('…');
+        }
         return Err(Error::new(format!(
-            "{kind} \"{name}\": invalid name (use 1 to {max} lower-case letters, digits and underscores, not starting with a digit)"
+            "{kind} \"{shown}\": invalid name (use 1 to {max} lower-case letters, digits and underscores, not starting with a digit)"
         )));
     }
     Ok(())

@@ -40,6 +40,8 @@ pub struct Rule {
     pub on_insert: bool,
     /// `None`: follow `data_sync.failure_mode`.
     pub mode: Option<SyncMode>,
+    /// Triggers fire for logical replication's apply worker too (`ENABLE ALWAYS`).
+    pub fire_on_replica: bool,
     /// Columns identifying one source row: the match's source columns for copy rules, the
     /// source's primary key (or first unique key) for append rules.
     pub source_key: Vec<String>,
@@ -107,9 +109,25 @@ fn table<'c>(catalog: &'c Catalog, written: &str, what: &str, label: &str) -> Re
     }
 }
 
+/// Longest name the server keeps (NAMEDATALEN - 1 bytes).
+const MAX_IDENTIFIER: usize = 63;
+
 fn column<'t>(info: &'t TableInfo, name: &str, field: &str, label: &str) -> Result<&'t ColumnInfo, Error> {
-    info.column(name)
-        .ok_or_else(|| Error::new(format!("{label}: {field}: column \"{name}\" does not exist in table {}", info.name)))
+    info.column(name).ok_or_else(|| {
+        // Names are exact, so these could only "not exist"; saying why is clearer, and a
+        // megabyte-long name is not repeated in full.
+        if name.is_empty() {
+            return Error::new(format!("{label}: {field}: empty column name"));
+        }
+        if name.len() > MAX_IDENTIFIER {
+            let cut = (0..=MAX_IDENTIFIER).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
+            return Error::new(format!(
+                "{label}: {field}: column name \"{}…\" is longer than {MAX_IDENTIFIER} bytes",
+                &name[..cut]
+            ));
+        }
+        Error::new(format!("{label}: {field}: column \"{name}\" does not exist in table {}", info.name))
+    })
 }
 
 /// Checks one rule against the catalog.
@@ -195,7 +213,14 @@ pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> 
 
     let source_key: Vec<String> = if append {
         match source.unique_keys.first() {
-            Some(key) => key.clone(),
+            Some(key) => {
+                // After DDL `revalidate` supplies the key the rule was accepted with; its columns
+                // may be gone since, and the planner relies on them.
+                for c in key {
+                    column(source, c, "source key", &label)?;
+                }
+                key.clone()
+            }
             None => return fail(format!("source table {} has no primary key or unique index", source.name)),
         }
     } else {
@@ -310,6 +335,7 @@ pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> 
         watch,
         on_insert: spec.on_insert,
         mode: spec.mode,
+        fire_on_replica: spec.fire_on_replica,
         source_key,
     })
 }
@@ -344,7 +370,7 @@ pub fn require_owner(label: &str, what: &str, info: &TableInfo) -> Result<(), Er
 /// Checks one entity; `all` are the document's entities, which `related` may name.
 pub fn validate_entity(spec: &EntitySpec, all: &[EntitySpec], catalog: &Catalog) -> Result<Entity, Error> {
     let label = format!("entity \"{}\"", spec.name);
-    let info = table(catalog, &spec.table, "table", &label)?;
+    let info = table(catalog, &spec.table, "table:", &label)?;
     let key = column(info, &spec.key, "key", &label)?;
     if key.eq_schema.is_none() {
         return Err(Error::new(format!("{label}: key: type {} has no equality operator", key.type_name)));
@@ -392,61 +418,80 @@ pub fn check_cycles(rules: &[Rule]) -> Result<(), Error> {
         }
     }
     let rules = &expanded[..];
-    let feeds = |a: &Rule, b: &Rule| -> bool {
+    // What each direction writes and watches, computed once rather than for every pair.
+    let facts: Vec<(BTreeSet<&str>, BTreeSet<&str>)> =
+        rules.iter().map(|r| (r.written_target_columns(), r.watched_source_columns())).collect();
+    let feeds = |i: usize, j: usize| -> bool {
+        let (a, b) = (&rules[i], &rules[j]);
         if a.name == b.name && a.source != b.source {
             return false; // the two directions of one bidirectional rule
         }
-        let written = a.written_target_columns();
+        let written = &facts[i].0;
         // an appended row is an INSERT into the target, which every rule on it sees
         let inserts = a.kind == RuleKind::Append;
-        (a.target == b.source && (inserts || b.watched_source_columns().iter().any(|c| written.contains(c))))
+        (a.target == b.source && (inserts || facts[j].1.iter().any(|c| written.contains(c))))
             || (a.target == b.target && b.keys.iter().any(|k| written.contains(k.target.as_str())))
     };
-    // Depth-first search with colours; rule sets are small, so O(n²) edges are fine.
+    // A rule can only feed rules on its target table: those are its candidates, in rule order
+    // (the order a scan of all rules would take, so the same cycle is reported).
+    let mut on_table: BTreeMap<&TableName, Vec<usize>> = BTreeMap::new();
+    for (j, rule) in rules.iter().enumerate() {
+        on_table.entry(&rule.source).or_default().push(j);
+        if rule.target != rule.source {
+            on_table.entry(&rule.target).or_default().push(j);
+        }
+    }
+    // Depth-first search with colours, iterative: a chain of thousands of rules must not
+    // exhaust the stack.
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
         Active,
         Done,
     }
-    fn visit(
-        i: usize,
-        rules: &[Rule],
-        feeds: &dyn Fn(&Rule, &Rule) -> bool,
-        marks: &mut [Mark],
-        path: &mut Vec<usize>,
-    ) -> Option<Vec<usize>> {
-        marks[i] = Mark::Active;
-        path.push(i);
-        for j in 0..rules.len() {
-            if !feeds(&rules[i], &rules[j]) {
-                continue;
-            }
-            match marks[j] {
-                Mark::Active => {
-                    let start = path.iter().position(|&p| p == j).unwrap();
-                    let mut cycle = path[start..].to_vec();
-                    cycle.push(j);
-                    return Some(cycle);
-                }
-                Mark::New => {
-                    if let Some(c) = visit(j, rules, feeds, marks, path) {
-                        return Some(c);
-                    }
-                }
-                Mark::Done => {}
-            }
-        }
-        path.pop();
-        marks[i] = Mark::Done;
-        None
-    }
     let mut marks = vec![Mark::New; rules.len()];
-    for i in 0..rules.len() {
-        if marks[i] == Mark::New {
-            if let Some(cycle) = visit(i, rules, &feeds, &mut marks, &mut Vec::new()) {
-                let names: Vec<&str> = cycle.iter().map(|&k| rules[k].name.as_str()).collect();
-                return Err(Error::new(format!("rules form a propagation cycle: {}", names.join(" -> "))));
+    for start in 0..rules.len() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        marks[start] = Mark::Active;
+        // the rules being visited, each with how far through its candidates it is
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        while let Some(&(i, mut next)) = path.last() {
+            let candidates = on_table.get(&rules[i].target).map(Vec::as_slice).unwrap_or_default();
+            let mut deeper = None;
+            while let Some(&j) = candidates.get(next) {
+                next += 1;
+                if !feeds(i, j) {
+                    continue;
+                }
+                match marks[j] {
+                    Mark::Active => {
+                        let on_path = path.iter().position(|&(p, _)| p == j).expect("active rules are on the path");
+                        let mut names: Vec<&str> =
+                            path[on_path..].iter().map(|&(k, _)| rules[k].name.as_str()).collect();
+                        names.push(rules[j].name.as_str());
+                        return Err(Error::new(format!("rules form a propagation cycle: {}", names.join(" -> "))));
+                    }
+                    Mark::New => {
+                        deeper = Some(j);
+                        break;
+                    }
+                    Mark::Done => {}
+                }
+            }
+            if let Some(last) = path.last_mut() {
+                last.1 = next;
+            }
+            match deeper {
+                Some(j) => {
+                    marks[j] = Mark::Active;
+                    path.push((j, 0));
+                }
+                None => {
+                    marks[i] = Mark::Done;
+                    path.pop();
+                }
             }
         }
     }

@@ -161,4 +161,25 @@ SET ROLE ds_regress_app;
 UPDATE sec.users SET phone = '777' WHERE id = 1;
 RESET ROLE;
 SELECT * FROM oth.c;
+
+-- 6. Row-level security on the target. Propagation writes as the target's owner, and policies
+--    do not apply to a table's owner: a policy that hides every row from the writing role does
+--    not stop its changes from reaching the copies.
+ALTER TABLE sec.pets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY app_sees_nothing ON sec.pets TO ds_regress_app USING (false);
+SET ROLE ds_regress_app;
+UPDATE sec.users SET phone = '555' WHERE id = 1;
+RESET ROLE;
+SELECT * FROM sec.pets ORDER BY id;
+--    With FORCE ROW LEVEL SECURITY the owner's own policies apply to propagation too: rows they
+--    hide from the owner are neither updated nor counted as drift by check(), which also reads
+--    as the owner. The log's rows_changed shows what was reached.
+ALTER TABLE sec.pets FORCE ROW LEVEL SECURITY;
+CREATE POLICY owner_sees_owner_1 ON sec.pets TO ds_regress_owner USING (owner_id = 1);
+SET ROLE ds_regress_app;
+UPDATE sec.users SET phone = '666';
+RESET ROLE;
+SELECT * FROM sec.pets ORDER BY id;
+SELECT source_rows, rows_changed FROM data_sync.sync_log WHERE rule_name = 'phone' ORDER BY id DESC LIMIT 1;
+SELECT * FROM data_sync.check('phone');
 ROLLBACK;
