@@ -213,7 +213,7 @@ impl RuleRuntime {
         });
         let nulls: Vec<std::ffi::c_char> = nulls.iter().map(|&n| if n { b'n' as _ } else { b' ' as _ }).collect();
         unsafe {
-            let rc = if PROPAGATIONS.contains(&which) && pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+            let rc = if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 && PROPAGATIONS.contains(&which) {
                 // Under REPEATABLE READ the transaction's snapshot misses target rows that others
                 // committed since (a lost pet inserted, and filled from the old phone, while this
                 // transaction waited on the users row): the propagation would skip them and leave

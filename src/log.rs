@@ -261,12 +261,9 @@ unsafe fn insert_row(values: [Option<Datum>; 12], failed: bool) {
     if let Some(indexes) = log.direct_indexes {
         pg_sys::simple_heap_insert(rel, tuple);
         // (id) for every row; (logged_at) for the rows whose status is not 'ok'
-        let keys =
-            [(indexes[0], row[log.positions[0].expect("id")]), (indexes[1], row[log.positions[1].expect("logged_at")])];
-        for (n, ((index, info), key)) in indexes.into_iter().zip(keys.map(|k| k.1)).enumerate() {
-            if n == 1 && !failed {
-                break;
-            }
+        let keys = [row[log.positions[0].expect("id")], row[log.positions[1].expect("logged_at")]];
+        let used = if failed { 2 } else { 1 };
+        for (n, ((index, info), key)) in indexes.into_iter().zip(keys).enumerate().take(used) {
             let index_rel = pg_sys::index_open(index, pg_sys::RowExclusiveLock as i32);
             let info = if info.is_null() { index_info(n, index_rel) } else { info };
             let mut value = [key];

@@ -223,7 +223,11 @@ fn source_row_trigger<'a>(
                 let row = source_row(trigger, &rt);
                 p.rows.insert(name.clone(), row);
             }
-            p.keys.entry(name.clone()).or_default().push(key);
+            // (the name is copied only for a statement's first row)
+            match p.keys.get_mut(&name) {
+                Some(keys) => keys.push(key),
+                None => _ = p.keys.insert(name.clone(), vec![key]),
+            }
         });
         if no_statement_triggers() {
             flush_source(&name, statement_operation(trigger));
@@ -294,7 +298,13 @@ fn reverse_row_trigger<'a>(
         return Ok(None);
     }
     if let Some(key) = note_key(trigger, &rt, &rt.target_key_attnums) {
-        PENDING.with(|p| p.borrow_mut().reverse_keys.entry(name.clone()).or_default().push(key));
+        PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            match p.reverse_keys.get_mut(&name) {
+                Some(keys) => keys.push(key),
+                None => _ = p.reverse_keys.insert(name.clone(), vec![key]),
+            }
+        });
         if no_statement_triggers() {
             flush_reverse(&name, statement_operation(trigger));
         }
@@ -388,18 +398,27 @@ pub fn apply_keys(
     };
     if reverse {
         // the source key is unique: one source row per key
-        return apply::naming_rule(rt, "propagation back from", || {
+        let (changed, conflicts) = apply::naming_rule(rt, "propagation back from", || {
             apply::as_role(rt.source_owner, || {
                 let changed = rt.flush_reverse(keys);
                 (changed, counted(changed, true, &|| rt.reverse_conflicts(keys)))
             })
         });
+        if conflicts.is_some_and(|n| n > 0) {
+            // Last write wins on both sides: the source is newer than the target rows that came
+            // back, so they lose and take the source's values (a source write that committed
+            // while such a row was not yet visible to it could not reach it). As the rule's own
+            // forward write, which does not flow back again.
+            let _forward = ChainEntry::enter(&rt.rule.name, false);
+            apply::naming_rule(rt, "propagation to", || apply::as_role(rt.target_owner, || rt.flush(keys)));
+        }
+        return (changed, conflicts);
     }
     if operation == "sync" {
         // as the source's owner, who may lock its rows
         apply::naming_rule(rt, "re-sync of", || apply::as_role(rt.source_owner, || rt.lock_sources(keys)));
     }
-    apply::naming_rule(rt, "propagation to", || {
+    let (changed, conflicts) = apply::naming_rule(rt, "propagation to", || {
         apply::as_role(rt.target_owner, || match row {
             Some(row) => {
                 let changed = rt.flush_row(row);
@@ -410,7 +429,13 @@ pub fn apply_keys(
                 (changed, counted(changed, rt.one_target_row_per_key, &|| rt.conflicts(keys)))
             }
         })
-    })
+    });
+    if rt.rule.bidirectional && conflicts.is_some_and(|n| n > 0) {
+        // the newer target rows win: the source takes their values (see above)
+        let _back = ChainEntry::enter(&rt.rule.name, true);
+        apply::naming_rule(rt, "propagation back from", || apply::as_role(rt.source_owner, || rt.flush_reverse(keys)));
+    }
+    (changed, conflicts)
 }
 
 /// Logs (and announces) a propagation's outcome: one `ok` row, and a `conflict` row for the
@@ -542,7 +567,13 @@ fn target_fill_trigger<'a>(
         });
         match filled {
             Some(new) => {
-                PENDING.with(|p| *p.borrow_mut().fills.entry(name.clone()).or_default() += 1);
+                PENDING.with(|p| {
+                    let mut p = p.borrow_mut();
+                    match p.fills.get_mut(&name) {
+                        Some(filled) => *filled += 1,
+                        None => _ = p.fills.insert(name.clone(), 1),
+                    }
+                });
                 if no_statement_triggers() {
                     log_fills(&name);
                 }

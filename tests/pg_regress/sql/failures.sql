@@ -62,4 +62,19 @@ ROLLBACK TO SAVEPOINT s;
 UPDATE f.users SET phone = phone WHERE false;
 UPDATE f.users SET phone = '112' WHERE id = 2;
 SELECT u.id, u.phone, p.contact_phone FROM f.users u JOIN f.pets p ON p.owner_id = u.id ORDER BY u.id;
+
+-- Log rows are written straight into the log's own two indexes (the failures index only for
+-- rows that are not 'ok'); read back through each index, they are all there. An index a DBA
+-- adds to the log is kept up to date too (the rows then take the executor's way).
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off;
+SELECT count(*) AS by_id FROM data_sync.sync_log WHERE id > 0;
+SELECT count(*) AS failures_by_index FROM data_sync.sync_log WHERE status <> 'ok' AND logged_at > '-infinity';
+CREATE INDEX sync_log_rule_idx ON data_sync.sync_log (rule_name);
+UPDATE f.users SET phone = '113' WHERE id = 2;
+SELECT count(*) AS by_rule_index FROM data_sync.sync_log WHERE rule_name = 'phone';
+SELECT count(*) AS by_id FROM data_sync.sync_log WHERE id > 0;
+RESET enable_bitmapscan;
+RESET enable_seqscan;
+SELECT count(*) AS all_rows, count(*) FILTER (WHERE status <> 'ok') AS failures FROM data_sync.sync_log;
 ROLLBACK;

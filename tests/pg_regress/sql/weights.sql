@@ -64,11 +64,13 @@ INSERT INTO w.health_records VALUES (14, 1, NULL, '2026-04-01', 'weight not take
 SELECT * FROM w.state;
 
 -- 5. A correction of the latest record whose own timestamp is older than the pet's newest weight
---    loses: the pet keeps its weight and the skip is logged as a conflict.
+--    loses: the pet keeps its weight, the skip is logged as a conflict, and the record takes the
+--    pet's weight back (last write wins on both sides: they converge).
 UPDATE w.pets SET weight_kg = 33.00, weight_updated_at = '2026-05-01' WHERE id = 1;
 UPDATE w.health_records SET weight = 31.00 WHERE id = 14;
 SELECT * FROM w.state;
--- ...and a pet weight older than the latest record does not overwrite it either
+-- ...and a pet weight older than the latest record does not overwrite it either: the pet takes
+--    the record's newer weight (and timestamp) instead
 UPDATE w.health_records SET weight = 4.50, recorded_at = '2026-06-01' WHERE id = 20;
 UPDATE w.pets SET weight_kg = 4.20, weight_updated_at = '2026-05-15' WHERE id = 2;
 SELECT * FROM w.state;
