@@ -34,6 +34,9 @@ pub struct RuleRuntime {
     /// Bidirectional rules write the source as its owner.
     pub source_owner: Oid,
     pub log_owner: Oid,
+    /// The rule's tables as the log writes them (formatted once, not per log row).
+    pub source_text: String,
+    pub target_text: String,
     pub source_key_attnums: Vec<i32>,
     pub target_key_attnums: Vec<i32>,
     pub fill_attnums: Vec<i32>,
@@ -178,6 +181,8 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
         target_owner: owner(target.oid)?,
         source_owner: owner(source.oid)?,
         log_owner,
+        source_text: rule.source.to_string(),
+        target_text: rule.target.to_string(),
         rule,
         plan,
         source,

@@ -113,17 +113,16 @@ fn write(
     error: Option<&crate::subxact::Caught>,
 ) {
     let (from, to) =
-        if outcome.reverse { (&rt.rule.target, &rt.rule.source) } else { (&rt.rule.source, &rt.rule.target) };
-    let (from, to) = (from.to_string(), to.to_string());
+        if outcome.reverse { (&rt.target_text, &rt.source_text) } else { (&rt.source_text, &rt.target_text) };
     crate::apply::as_role(rt.log_owner, || unsafe {
         insert_row(
             [
                 Some(text_datum(&rt.rule.name)),
                 Some(text_datum(outcome.operation)),
-                Some(text_datum(&from)),
+                Some(text_datum(from)),
                 source_key.as_deref().map(|k| text_datum(k)),
                 Some(Datum::from(source_rows)),
-                Some(text_datum(&to)),
+                Some(text_datum(to)),
                 Some(Datum::from(rows_changed)),
                 Some(text_datum(status)),
                 error.map(|e| text_datum(&e.sqlstate)),

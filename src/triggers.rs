@@ -4,8 +4,10 @@
 //! really changed), notes the row's key; the AFTER STATEMENT trigger of the same statement then
 //! propagates every noted key with one set-based statement (in a logical replication worker,
 //! which fires no statement triggers, the row trigger propagates at once). Target side: a
-//! BEFORE ROW trigger fills the copied columns of inserted or re-parented rows in place (no
-//! second write), and an AFTER STATEMENT trigger logs how many rows were filled.
+//! BEFORE ROW trigger fills the copied columns of inserted rows in place (no second write); an
+//! AFTER ROW trigger notes the match keys of re-parented rows, which the AFTER STATEMENT
+//! trigger re-fills in one statement (bidirectional rules fill them in place, see
+//! `Planner::triggers`); the statement trigger also logs how many rows were filled.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,6 +31,8 @@ struct Pending {
     rows: HashMap<String, SourceRow>,
     /// Bidirectional rules: target match keys whose rows flow back to the source.
     reverse_keys: HashMap<String, Vec<Vec<Datum>>>,
+    /// Match keys of re-parented target rows, re-filled by the target's statement trigger.
+    refill_keys: HashMap<String, Vec<Vec<Datum>>>,
     fills: HashMap<String, u64>,
 }
 
@@ -118,6 +122,7 @@ unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _a
                 p.keys.clear();
                 p.rows.clear();
                 p.reverse_keys.clear();
+                p.refill_keys.clear();
                 p.fills.clear();
             }
         });
@@ -129,15 +134,17 @@ unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _a
     }
 }
 
-fn rule_name(trigger: &PgTrigger) -> String {
-    let args = trigger.extra_args().unwrap_or_default();
-    match args.as_slice() {
-        [name] => name.clone(),
-        _ => error!(
-            "data_sync: trigger \"{}\" must have the rule name as its only argument",
-            trigger.name().unwrap_or("?")
-        ),
-    }
+/// The rule a trigger belongs to: its only argument (borrowed, not copied: this runs for every
+/// row).
+fn rule_name<'a>(trigger: &'a PgTrigger<'a>) -> &'a str {
+    let data = trigger.trigger_data();
+    let name = unsafe {
+        let t = data.tg_trigger;
+        ((*t).tgnargs == 1).then(|| std::ffi::CStr::from_ptr(*(*t).tgargs).to_str().ok()).flatten()
+    };
+    name.unwrap_or_else(|| {
+        error!("data_sync: trigger \"{}\" must have the rule name as its only argument", trigger.name().unwrap_or("?"))
+    })
 }
 
 /// The tuple a row trigger is about: NEW for INSERT and UPDATE.
@@ -208,29 +215,29 @@ fn source_row_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
     let name = rule_name(trigger);
-    if in_chain(&name, true) {
+    if in_chain(name, true) {
         return Ok(None); // the rule writing its own source back
     }
-    let Some(rt) = apply::runtime(&name) else { return Ok(None) };
+    let Some(rt) = apply::runtime(name) else { return Ok(None) };
     if update_changed_nothing(trigger, &rt.watched_attnums) {
         return Ok(None);
     }
     if let Some(key) = note_key(trigger, &rt, &rt.source_key_attnums) {
         PENDING.with(|p| {
             let mut p = p.borrow_mut();
-            let first = p.keys.get(&name).is_none_or(|keys| keys.is_empty());
+            let first = p.keys.get(name).is_none_or(|keys| keys.is_empty());
             if first && !rt.plan.flush_row.is_empty() {
                 let row = source_row(trigger, &rt);
-                p.rows.insert(name.clone(), row);
+                p.rows.insert(name.to_string(), row);
             }
             // (the name is copied only for a statement's first row)
-            match p.keys.get_mut(&name) {
+            match p.keys.get_mut(name) {
                 Some(keys) => keys.push(key),
-                None => _ = p.keys.insert(name.clone(), vec![key]),
+                None => _ = p.keys.insert(name.to_string(), vec![key]),
             }
         });
         if no_statement_triggers() {
-            flush_source(&name, statement_operation(trigger));
+            flush_source(name, statement_operation(trigger));
         }
     }
     Ok(None)
@@ -290,23 +297,23 @@ fn reverse_row_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
     let name = rule_name(trigger);
-    if in_chain(&name, false) {
+    if in_chain(name, false) {
         return Ok(None); // the rule's own forward write
     }
-    let Some(rt) = apply::runtime(&name) else { return Ok(None) };
+    let Some(rt) = apply::runtime(name) else { return Ok(None) };
     if update_changed_nothing(trigger, &rt.copied_target_attnums) {
         return Ok(None);
     }
     if let Some(key) = note_key(trigger, &rt, &rt.target_key_attnums) {
         PENDING.with(|p| {
             let mut p = p.borrow_mut();
-            match p.reverse_keys.get_mut(&name) {
+            match p.reverse_keys.get_mut(name) {
                 Some(keys) => keys.push(key),
-                None => _ = p.reverse_keys.insert(name.clone(), vec![key]),
+                None => _ = p.reverse_keys.insert(name.to_string(), vec![key]),
             }
         });
         if no_statement_triggers() {
-            flush_reverse(&name, statement_operation(trigger));
+            flush_reverse(name, statement_operation(trigger));
         }
     }
     Ok(None)
@@ -318,7 +325,7 @@ fn reverse_row_trigger<'a>(
 fn reverse_statement_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
-    flush_reverse(&rule_name(trigger), statement_operation(trigger));
+    flush_reverse(rule_name(trigger), statement_operation(trigger));
     Ok(None)
 }
 
@@ -352,7 +359,7 @@ pub fn propagate_back(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) ->
 fn source_statement_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
-    flush_source(&rule_name(trigger), statement_operation(trigger));
+    flush_source(rule_name(trigger), statement_operation(trigger));
     Ok(None)
 }
 
@@ -414,9 +421,12 @@ pub fn apply_keys(
         }
         return (changed, conflicts);
     }
-    if operation == "sync" {
-        // as the source's owner, who may lock its rows
-        apply::naming_rule(rt, "re-sync of", || apply::as_role(rt.source_owner, || rt.lock_sources(keys)));
+    if operation == "sync" || operation == "fill" {
+        // As the source's owner, who may lock its rows. A re-fill locks like the fill of an
+        // inserted row (see `fill_lookup`): an update of the source row racing it waits, or is
+        // waited for, and so sees the re-parented row.
+        let doing = if operation == "fill" { "filling rows of" } else { "re-sync of" };
+        apply::naming_rule(rt, doing, || apply::as_role(rt.source_owner, || rt.lock_sources(keys)));
     }
     let (changed, conflicts) = apply::naming_rule(rt, "propagation to", || {
         apply::as_role(rt.target_owner, || match row {
@@ -461,7 +471,8 @@ const TRANSACTION_LEVEL: [&str; 5] = ["40", "53", "57", "58", "XX"];
 /// run at once, as isolated).
 fn run_and_log(rt: &RuleRuntime, keys: &[Vec<Datum>], row: Option<&SourceRow>, operation: &str, reverse: bool) -> u64 {
     let mode = log::mode_of(rt);
-    if mode == SyncMode::Async && operation != "sync" {
+    // re-syncs and re-fills of re-parented rows are not deferred: a filled row is complete
+    if mode == SyncMode::Async && operation != "sync" && operation != "fill" {
         apply::with_spi(|| crate::queue::enqueue(rt, keys, reverse, operation, None));
         return 0;
     }
@@ -489,19 +500,24 @@ fn run_and_log(rt: &RuleRuntime, keys: &[Vec<Datum>], row: Option<&SourceRow>, o
     })
 }
 
-/// BEFORE INSERT / BEFORE UPDATE OF <match columns> FOR EACH ROW on the target: fill the copied
-/// columns from the matching source row, if there is one.
+/// BEFORE INSERT [OR UPDATE OF <match columns>] FOR EACH ROW on the target: fill the copied
+/// columns from the matching source row, if there is one. AFTER UPDATE OF <match columns> FOR
+/// EACH ROW: note the re-parented row's match key for the statement trigger.
 #[pg_trigger]
 fn target_fill_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
     let data = trigger.trigger_data();
+    if data.tg_event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_AFTER {
+        note_refill(trigger);
+        return Ok(None);
+    }
     let tuple = new_tuple(data);
     let unchanged = || unsafe {
         Some(PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked((*data.tg_relation).rd_att), tuple))
     };
     let name = rule_name(trigger);
-    let Some(rt) = apply::runtime(&name) else { return Ok(unchanged()) };
+    let Some(rt) = apply::runtime(name) else { return Ok(unchanged()) };
     if update_changed_nothing(trigger, &rt.refill_attnums) {
         return Ok(unchanged());
     }
@@ -569,13 +585,13 @@ fn target_fill_trigger<'a>(
             Some(new) => {
                 PENDING.with(|p| {
                     let mut p = p.borrow_mut();
-                    match p.fills.get_mut(&name) {
+                    match p.fills.get_mut(name) {
                         Some(filled) => *filled += 1,
-                        None => _ = p.fills.insert(name.clone(), 1),
+                        None => _ = p.fills.insert(name.to_string(), 1),
                     }
                 });
                 if no_statement_triggers() {
-                    log_fills(&name);
+                    log_fills(name);
                 }
                 Ok(Some(PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(desc), new)))
             }
@@ -584,13 +600,46 @@ fn target_fill_trigger<'a>(
     }
 }
 
-/// AFTER INSERT / AFTER UPDATE OF <match columns> FOR EACH STATEMENT on the target: one log row
-/// for the rows the BEFORE trigger filled.
+/// Notes the match key of a re-parented target row (AFTER UPDATE OF <match columns>).
+fn note_refill(trigger: &PgTrigger<'_>) {
+    let name = rule_name(trigger);
+    let Some(rt) = apply::runtime(name) else { return };
+    if update_changed_nothing(trigger, &rt.refill_attnums) {
+        return;
+    }
+    let Some(key) = note_key(trigger, &rt, &rt.target_key_attnums) else { return };
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.refill_keys.get_mut(name) {
+            Some(keys) => keys.push(key),
+            None => _ = p.refill_keys.insert(name.to_string(), vec![key]),
+        }
+    });
+    if no_statement_triggers() {
+        refill(name);
+    }
+}
+
+/// Re-fills the target rows re-parented to the noted keys: a propagation from those source
+/// rows, logged as `fill`.
+fn refill(name: &str) {
+    let keys = PENDING.with(|p| p.borrow_mut().refill_keys.remove(name)).unwrap_or_default();
+    if keys.is_empty() {
+        return;
+    }
+    let Some(rt) = apply::runtime(name) else { return };
+    run_and_log(&rt, &keys, None, "fill", false);
+}
+
+/// AFTER INSERT OR UPDATE OF <match columns> FOR EACH STATEMENT on the target: one log row for
+/// the rows the BEFORE trigger filled, and the re-fill of re-parented rows.
 #[pg_trigger]
 fn target_statement_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
-    log_fills(&rule_name(trigger));
+    let name = rule_name(trigger);
+    log_fills(name);
+    refill(name);
     Ok(None)
 }
 

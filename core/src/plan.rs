@@ -558,62 +558,66 @@ impl<'a> Planner<'a> {
         refill
     }
 
-    /// `CREATE TRIGGER` statements installing the rule. Source side: AFTER row triggers that
-    /// only note changed keys and AFTER statement triggers that propagate all noted keys at once.
-    /// Target side: BEFORE row triggers that fill copied columns of new or re-parented rows in
-    /// place. Update triggers fire only for their column lists (`UPDATE OF`); whether a listed
-    /// column really changed is checked by the trigger function itself rather than by a `WHEN`
-    /// clause, which the server would re-read and compile for every statement.
+    /// `CREATE TRIGGER` statements installing the rule. Source side: an AFTER row trigger that
+    /// only notes changed keys and an AFTER statement trigger that propagates all noted keys at
+    /// once. Target side: a BEFORE row trigger fills the copied columns of new rows in place;
+    /// re-parented rows (a match column changed) are noted by an AFTER row trigger and re-filled
+    /// by the statement trigger in one statement, like a propagation. Not in place: any BEFORE
+    /// UPDATE row trigger makes the server lock every updated row of the table first, whatever
+    /// its column list, which would slow down every propagation into the target.
+    /// Update triggers fire only for their column lists (`UPDATE OF`); whether a listed column
+    /// really changed is checked by the trigger function itself rather than by a `WHEN` clause,
+    /// which the server would re-read and compile for every statement. One trigger serves both
+    /// INSERT and UPDATE where it can: the server copies every trigger of a table for each
+    /// statement that writes it.
     pub fn triggers(&self) -> Vec<String> {
         let rule = self.rule;
         let append = rule.kind == crate::rules::RuleKind::Append;
         let watched: Vec<&str> = rule.watched_source_columns().into_iter().collect();
         let list = |cols: &[&str]| cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-        let of = list(&watched);
         let src = self.source.name.sql();
         let tgt = self.target.name.sql();
+        // "INSERT OR UPDATE OF a, b", "UPDATE OF a, b" or "INSERT"
+        let events = |insert: bool, update_of: &[&str]| {
+            let mut events = Vec::new();
+            if insert {
+                events.push("INSERT".to_string());
+            }
+            if !update_of.is_empty() {
+                events.push(format!("UPDATE OF {}", list(update_of)));
+            }
+            events.join(" OR ")
+        };
         // (suffix, timing and event, table, level, function)
         let mut triggers: Vec<(&str, String, &str, &str, &str)> = Vec::new();
-        if !watched.is_empty() {
-            triggers.push(("sur", format!("AFTER UPDATE OF {of}"), src.as_str(), "ROW", "source_row_trigger"));
+        let source_events = events(!append || rule.on_insert, &watched);
+        if !source_events.is_empty() {
+            triggers.push(("sr", format!("AFTER {source_events}"), src.as_str(), "ROW", "source_row_trigger"));
             triggers.push((
-                "sus",
-                format!("AFTER UPDATE OF {of}"),
+                "ss",
+                format!("AFTER {source_events}"),
                 src.as_str(),
                 "STATEMENT",
                 "source_statement_trigger",
             ));
         }
-        if !append || rule.on_insert {
-            triggers.push(("sir", "AFTER INSERT".into(), src.as_str(), "ROW", "source_row_trigger"));
-            triggers.push(("sis", "AFTER INSERT".into(), src.as_str(), "STATEMENT", "source_statement_trigger"));
-        }
         let refill = self.refill_columns();
-        let target_keys = list(&refill.iter().map(String::as_str).collect::<Vec<_>>());
+        let refill: Vec<&str> = refill.iter().map(String::as_str).collect();
         if !append {
-            triggers.extend([
-                ("tfi", "BEFORE INSERT".into(), tgt.as_str(), "ROW", "target_fill_trigger"),
-                ("tfu", format!("BEFORE UPDATE OF {target_keys}"), tgt.as_str(), "ROW", "target_fill_trigger"),
-                ("tis", "AFTER INSERT".into(), tgt.as_str(), "STATEMENT", "target_statement_trigger"),
-                (
-                    "tus",
-                    format!("AFTER UPDATE OF {target_keys}"),
-                    tgt.as_str(),
-                    "STATEMENT",
-                    "target_statement_trigger",
-                ),
-            ]);
+            triggers.push(("tf", "BEFORE INSERT".into(), tgt.as_str(), "ROW", "target_fill_trigger"));
+            let refilled = format!("AFTER {}", events(false, &refill));
+            triggers.push(("tr", refilled, tgt.as_str(), "ROW", "target_fill_trigger"));
+        }
+        if !append {
+            let logged = format!("AFTER {}", events(true, &refill));
+            triggers.push(("ts", logged, tgt.as_str(), "STATEMENT", "target_statement_trigger"));
         }
         if !append && rule.bidirectional {
             // a change of a copied target column (or a new target row) flows back to the source
             let copied: Vec<&str> = rule.copies.iter().map(|p| p.target.as_str()).collect();
-            let of = list(&copied);
-            triggers.extend([
-                ("rur", format!("AFTER UPDATE OF {of}"), tgt.as_str(), "ROW", "reverse_row_trigger"),
-                ("rus", format!("AFTER UPDATE OF {of}"), tgt.as_str(), "STATEMENT", "reverse_statement_trigger"),
-                ("rir", "AFTER INSERT".into(), tgt.as_str(), "ROW", "reverse_row_trigger"),
-                ("ris", "AFTER INSERT".into(), tgt.as_str(), "STATEMENT", "reverse_statement_trigger"),
-            ]);
+            let back = format!("AFTER {}", events(true, &copied));
+            triggers.push(("rr", back.clone(), tgt.as_str(), "ROW", "reverse_row_trigger"));
+            triggers.push(("rs", back, tgt.as_str(), "STATEMENT", "reverse_statement_trigger"));
         }
         let arg = literal(&rule.name);
         let mut out = Vec::new();
@@ -665,7 +669,16 @@ pub fn related_keys(
 }
 
 /// Suffixes of the triggers a rule installs, and on which side: `s` source, `t` target.
-pub const TRIGGER_SUFFIXES: [(&str, char); 12] = [
+/// The names before 0.3.0 (one trigger per event) are kept so that dropping a rule created
+/// by an earlier version removes its triggers too.
+pub const TRIGGER_SUFFIXES: [(&str, char); 19] = [
+    ("sr", 's'),
+    ("ss", 's'),
+    ("tf", 't'),
+    ("tr", 't'),
+    ("ts", 't'),
+    ("rr", 't'),
+    ("rs", 't'),
     ("sur", 's'),
     ("sus", 's'),
     ("sir", 's'),
@@ -821,7 +834,7 @@ mod tests {
             target: cat["public.lost_pets"].as_ref().unwrap(),
         };
         let t = p.triggers();
-        assert_eq!(t.len(), 8);
+        assert_eq!(t.len(), 5);
         // dropping a rule relies on TRIGGER_SUFFIXES naming every trigger it created, on its side
         for (ddl, (suffix, side)) in t.iter().zip(TRIGGER_SUFFIXES) {
             let table = if side == 's' { "\"public\".\"users\"" } else { "\"public\".\"lost_pets\"" };
@@ -830,11 +843,15 @@ mod tests {
         }
         assert_eq!(
             t[0],
-            "CREATE TRIGGER \"data_sync_r_sur\" AFTER UPDATE OF \"id\", \"phone\" ON \"public\".\"users\" FOR EACH ROW \
-             EXECUTE FUNCTION data_sync.source_row_trigger('r')"
+            "CREATE TRIGGER \"data_sync_r_sr\" AFTER INSERT OR UPDATE OF \"id\", \"phone\" ON \"public\".\"users\" \
+             FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger('r')"
         );
-        assert!(t[0].ends_with("EXECUTE FUNCTION data_sync.source_row_trigger('r')"));
-        assert!(t[5].contains("BEFORE UPDATE OF \"owner_id\" ON \"public\".\"lost_pets\""));
+        assert!(t[1].contains("AFTER INSERT OR UPDATE OF \"id\", \"phone\" ON \"public\".\"users\" FOR EACH STATEMENT"));
+        // no BEFORE UPDATE trigger on the target: the server would lock every row it updates
+        assert!(t[2].contains("BEFORE INSERT ON \"public\".\"lost_pets\" FOR EACH ROW"), "{}", t[2]);
+        assert!(t[3].contains("AFTER UPDATE OF \"owner_id\" ON \"public\".\"lost_pets\" FOR EACH ROW"), "{}", t[3]);
+        assert!(t[4].contains("AFTER INSERT OR UPDATE OF \"owner_id\" ON \"public\".\"lost_pets\" FOR EACH STATEMENT"));
+        assert!(t.iter().all(|ddl| !ddl.contains("BEFORE UPDATE")));
     }
 
     #[test]
@@ -887,12 +904,17 @@ mod tests {
         assert!(plan.fill_lookup.ends_with("FOR SHARE OF s"));
         assert!(plan.fill_lookup.contains("(\"data_sync$newer\".ctid OPERATOR(pg_catalog.=) $3) IS NOT TRUE"));
         let t = p.triggers();
-        assert_eq!(t.len(), 12);
-        assert!(t[5].contains("BEFORE UPDATE OF \"pet_id\", \"recorded_at\" ON"), "{}", t[5]);
-        assert!(t[8].contains("AFTER UPDATE OF \"weight\" ON \"public\".\"health_records\" FOR EACH ROW"), "{}", t[8]);
+        assert_eq!(t.len(), 7);
+        assert!(t[2].contains("BEFORE INSERT ON \"public\".\"health_records\""), "{}", t[2]);
+        assert!(t[3].contains("AFTER UPDATE OF \"pet_id\", \"recorded_at\" ON"), "{}", t[3]);
+        assert!(
+            t[5].contains("AFTER INSERT OR UPDATE OF \"weight\" ON \"public\".\"health_records\" FOR EACH ROW"),
+            "{}",
+            t[5]
+        );
         for ddl in &t {
-            let suffix =
-                &ddl["CREATE TRIGGER \"data_sync_latest_".len().."CREATE TRIGGER \"data_sync_latest_".len() + 3];
+            let start = "CREATE TRIGGER \"data_sync_latest_".len();
+            let suffix = &ddl[start..start + ddl[start..].find('"').unwrap()];
             assert!(TRIGGER_SUFFIXES.iter().any(|(s, _)| s == &suffix), "{ddl}");
         }
     }

@@ -20,12 +20,12 @@ CREATE TEMP VIEW installed AS
     UNION ALL
     SELECT 'entity', format('%s: %s.%s key %s', name, table_schema, table_name, key_column) FROM data_sync.entities
     UNION ALL
-    SELECT 'triggers', format('%s_{%s} on %s', left(tgname, -4), string_agg(right(tgname, 3), ',' ORDER BY tgname),
-                              tgrelid::regclass)
+    SELECT 'triggers', format('%s_{%s} on %s', substring(tgname FROM '^(.*)_[a-z]+$'),
+                              string_agg(substring(tgname FROM '_([a-z]+)$'), ',' ORDER BY tgname), tgrelid::regclass)
     FROM pg_trigger
     WHERE tgrelid IN ('val.users'::regclass, 'val.pets'::regclass, 'val.a'::regclass, 'val.b'::regclass)
       AND NOT tgisinternal
-    GROUP BY left(tgname, -4), tgrelid
+    GROUP BY substring(tgname FROM '^(.*)_[a-z]+$'), tgrelid
     UNION ALL
     SELECT 'function', p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'val'::regnamespace;
 

@@ -48,7 +48,7 @@ my %q = (
     queue => q{SELECT id, rule_name, reverse, operation, keys, status, attempts FROM data_sync.queue ORDER BY id},
 );
 my %before = map { $_ => $node->safe_psql('demo', $q{$_}) } keys %q;
-like($before{triggers}, qr/data_sync_user_phone_to_lost_pets_sur/, 'the demo database has rule triggers');
+like($before{triggers}, qr/data_sync_user_phone_to_lost_pets_sr/, 'the demo database has rule triggers');
 is($node->safe_psql('demo', q{SELECT rule_name, drifted_rows FROM data_sync.check() WHERE drifted_rows > 0}),
     "user_phone_to_lost_pets|2\nuser_phone_to_pet_emergency_contact|2",
     'the demo database has a drifted row and the rows the queued propagations owe');
