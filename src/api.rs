@@ -115,6 +115,15 @@ fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -
     let mut summary = Vec::new();
     for old in &installed {
         if !gone.contains(&old) {
+            // A rule installed by an earlier build still has its triggers of then: they work,
+            // but cost more; its owner re-loading it gets the current ones.
+            let owned = infos.get(old.name.as_str()).filter(|(s, t)| s.caller_owns && t.caller_owns);
+            if let Some(&(source, target)) = owned.filter(|_| old.enabled && catalog::has_legacy_triggers(&old.name)) {
+                drop_triggers(old);
+                for ddl in (Planner { rule: old, source, target }).triggers() {
+                    Spi::run(&ddl).unwrap_or_else(|e| reject(&format!("rule \"{}\": {e}", old.name)));
+                }
+            }
             summary.push(("rule".into(), old.name.clone(), "unchanged".into()));
             continue;
         }

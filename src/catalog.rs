@@ -7,7 +7,7 @@ use data_sync_core::validate::{Entity, Pair, Rule};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use data_sync_core::plan::{trigger_name, TRIGGER_SUFFIXES};
+use data_sync_core::plan::{trigger_name, LEGACY_TRIGGER_SUFFIXES, TRIGGER_SUFFIXES};
 
 use crate::subxact;
 
@@ -326,8 +326,27 @@ pub fn delete_entity(name: &str) {
 /// the owner of each table: the DDL event trigger disables rules on behalf of whoever changed
 /// one of their tables, who may not own the other.
 pub fn drop_rule_triggers(rule: &str) {
-    let names: Vec<String> = TRIGGER_SUFFIXES.iter().map(|(suffix, _)| trigger_name(rule, suffix)).collect();
-    let found: Vec<(String, String, pg_sys::Oid)> = Spi::connect(|client| {
+    for (trigger, table, owner) in rule_triggers(rule, false) {
+        // regclass output is already quoted as needed
+        let ddl = format!("DROP TRIGGER {} ON {table}", data_sync_core::plan::ident(&trigger));
+        crate::apply::as_role(owner, || Spi::run(&ddl)).expect("drop trigger");
+    }
+}
+
+/// Whether a rule still has triggers an earlier build installed (see `LEGACY_TRIGGER_SUFFIXES`).
+pub fn has_legacy_triggers(rule: &str) -> bool {
+    !rule_triggers(rule, true).is_empty()
+}
+
+/// The data_sync triggers of a rule (all, or only the legacy ones): name, table, table owner.
+fn rule_triggers(rule: &str, legacy_only: bool) -> Vec<(String, String, pg_sys::Oid)> {
+    let legacy = LEGACY_TRIGGER_SUFFIXES.iter().copied();
+    let names: Vec<String> = if legacy_only {
+        legacy.map(|suffix| trigger_name(rule, suffix)).collect()
+    } else {
+        TRIGGER_SUFFIXES.iter().map(|(suffix, _)| *suffix).chain(legacy).map(|s| trigger_name(rule, s)).collect()
+    };
+    Spi::connect(|client| {
         client
             .select(
                 "SELECT t.tgname::text, t.tgrelid::pg_catalog.regclass::text, c.relowner
@@ -342,10 +361,5 @@ pub fn drop_rule_triggers(rule: &str) {
             .expect("pg_trigger is readable")
             .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap(), r.get(3).unwrap().unwrap()))
             .collect()
-    });
-    for (trigger, table, owner) in found {
-        // regclass output is already quoted as needed
-        let ddl = format!("DROP TRIGGER {} ON {table}", data_sync_core::plan::ident(&trigger));
-        crate::apply::as_role(owner, || Spi::run(&ddl)).expect("drop trigger");
-    }
+    })
 }

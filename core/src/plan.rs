@@ -669,29 +669,14 @@ pub fn related_keys(
 }
 
 /// Suffixes of the triggers a rule installs, and on which side: `s` source, `t` target.
-/// The names before 0.3.0 (one trigger per event) are kept so that dropping a rule created
-/// by an earlier version removes its triggers too.
-pub const TRIGGER_SUFFIXES: [(&str, char); 19] = [
-    ("sr", 's'),
-    ("ss", 's'),
-    ("tf", 't'),
-    ("tr", 't'),
-    ("ts", 't'),
-    ("rr", 't'),
-    ("rs", 't'),
-    ("sur", 's'),
-    ("sus", 's'),
-    ("sir", 's'),
-    ("sis", 's'),
-    ("tfi", 't'),
-    ("tfu", 't'),
-    ("tis", 't'),
-    ("tus", 't'),
-    ("rur", 't'),
-    ("rus", 't'),
-    ("rir", 't'),
-    ("ris", 't'),
-];
+pub const TRIGGER_SUFFIXES: [(&str, char); 7] =
+    [("sr", 's'), ("ss", 's'), ("tf", 't'), ("tr", 't'), ("ts", 't'), ("rr", 't'), ("rs", 't')];
+
+/// The suffixes of the triggers earlier builds installed (one trigger per event, and a BEFORE
+/// UPDATE fill on the target): dropping a rule removes them too, and re-loading a rule that
+/// still has them replaces them with the current set.
+pub const LEGACY_TRIGGER_SUFFIXES: [&str; 12] =
+    ["sur", "sus", "sir", "sis", "tfi", "tfu", "tis", "tus", "rur", "rus", "rir", "ris"];
 
 pub fn trigger_name(rule: &str, suffix: &str) -> String {
     format!("data_sync_{rule}_{suffix}")

@@ -65,9 +65,15 @@ INSERT INTO app.lost_pets VALUES (20, 2, 'lost', NULL), (21, 2, 'lost', 'typed b
 SELECT * FROM app.lost_pets WHERE id >= 20 ORDER BY id;
 SELECT operation, source_rows, rows_changed FROM data_sync.sync_log ORDER BY id DESC LIMIT 1;
 
--- 7. Re-parenting a target row (UPDATE of its match column) fills it from the new source.
-UPDATE app.lost_pets SET owner_id = 3 WHERE id = 20;
+-- 7. Re-parenting a target row (UPDATE of its match column) fills it from the new source, at
+--    the end of the statement (RETURNING still shows the value the row had).
+UPDATE app.lost_pets SET owner_id = 3 WHERE id = 20 RETURNING contact_phone AS returned;
 SELECT * FROM app.lost_pets WHERE id = 20;
+-- several rows in one statement, one of them to a source row that does not exist: left as is
+UPDATE app.lost_pets SET owner_id = CASE id WHEN 20 THEN 1 WHEN 12 THEN 1 ELSE 98 END WHERE id IN (12, 20, 22);
+SELECT * FROM app.lost_pets WHERE id IN (12, 20, 22) ORDER BY id;
+SELECT operation, source_key, source_rows, rows_changed FROM data_sync.sync_log ORDER BY id DESC LIMIT 1;
+UPDATE app.lost_pets SET owner_id = CASE id WHEN 20 THEN 3 WHEN 12 THEN 2 ELSE 99 END WHERE id IN (12, 20, 22);
 -- an UPDATE of the target that does not touch the match column leaves copies alone
 UPDATE app.lost_pets SET status = 'found', contact_phone = 'manual' WHERE id = 21;
 SELECT * FROM app.lost_pets WHERE id = 21;
@@ -111,4 +117,52 @@ SELECT * FROM data_sync.check();
 -- Every log row of this story.
 SELECT rule_name, operation, source_key, source_rows, target_table, rows_changed, status, role_name
 FROM data_sync.sync_log ORDER BY id;
+ROLLBACK;
+
+-- Rules installed by an earlier build have eight triggers, among them a BEFORE UPDATE fill on
+-- the target: they still work, and re-loading the rules replaces them with the current five.
+BEGIN;
+CREATE EXTENSION data_sync;
+CREATE SCHEMA old;
+CREATE TABLE old.users (id bigint PRIMARY KEY, phone text);
+CREATE TABLE old.pets (id bigint PRIMARY KEY, owner_id bigint, contact_phone text);
+INSERT INTO old.users VALUES (1, '111'), (2, '222');
+INSERT INTO old.pets VALUES (10, 1, '111');
+SELECT count(*) FROM data_sync.add_rule('phone', 'old.users', 'old.pets', '{"owner_id": "id"}', '{"contact_phone": "phone"}');
+-- what 0.2.0 installed
+DO $$
+DECLARE t record;
+BEGIN
+    FOR t IN SELECT tgname, tgrelid::regclass AS tab FROM pg_trigger WHERE tgname LIKE 'data\_sync\_phone\_%' LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.tab);
+    END LOOP;
+END $$;
+CREATE TRIGGER data_sync_phone_sur AFTER UPDATE OF id, phone ON old.users FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger('phone');
+CREATE TRIGGER data_sync_phone_sus AFTER UPDATE OF id, phone ON old.users FOR EACH STATEMENT EXECUTE FUNCTION data_sync.source_statement_trigger('phone');
+CREATE TRIGGER data_sync_phone_sir AFTER INSERT ON old.users FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger('phone');
+CREATE TRIGGER data_sync_phone_sis AFTER INSERT ON old.users FOR EACH STATEMENT EXECUTE FUNCTION data_sync.source_statement_trigger('phone');
+CREATE TRIGGER data_sync_phone_tfi BEFORE INSERT ON old.pets FOR EACH ROW EXECUTE FUNCTION data_sync.target_fill_trigger('phone');
+CREATE TRIGGER data_sync_phone_tfu BEFORE UPDATE OF owner_id ON old.pets FOR EACH ROW EXECUTE FUNCTION data_sync.target_fill_trigger('phone');
+CREATE TRIGGER data_sync_phone_tis AFTER INSERT ON old.pets FOR EACH STATEMENT EXECUTE FUNCTION data_sync.target_statement_trigger('phone');
+CREATE TRIGGER data_sync_phone_tus AFTER UPDATE OF owner_id ON old.pets FOR EACH STATEMENT EXECUTE FUNCTION data_sync.target_statement_trigger('phone');
+-- they work: propagation, insert fill, in-place re-parenting fill (RETURNING shows it)
+UPDATE old.users SET phone = '112' WHERE id = 1;
+INSERT INTO old.pets (id, owner_id) VALUES (11, 2);
+UPDATE old.pets SET owner_id = 2 WHERE id = 10 RETURNING contact_phone AS returned;
+SELECT * FROM old.pets ORDER BY id;
+SELECT operation, source_key, source_rows, rows_changed FROM data_sync.sync_log ORDER BY id;
+-- re-loading the unchanged rule installs the current triggers
+SELECT * FROM data_sync.load_rules($$
+[[rule]]
+name = "phone"
+source = "old.users"
+target = "old.pets"
+match = { owner_id = "id" }
+set = { contact_phone = "phone" }
+$$);
+SELECT tgname, tgrelid::regclass FROM pg_trigger WHERE tgname LIKE 'data\_sync\_phone\_%' ORDER BY 1;
+UPDATE old.pets SET owner_id = 1 WHERE id = 10;
+SELECT * FROM old.pets ORDER BY id;
+SELECT * FROM data_sync.drop_rule('phone');
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'data\_sync\_%';
 ROLLBACK;
