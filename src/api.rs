@@ -606,25 +606,19 @@ enum Access {
 }
 
 fn require_access(rule: &Rule, source: &TableInfo, target: &TableInfo, access: Access) {
-    let has = |table: &TableInfo, privilege: &str| {
-        Spi::get_one_with_args::<bool>(
-            "SELECT pg_catalog.has_table_privilege($1, $2)",
-            &[Oid::from(table.oid).into(), privilege.into()],
-        ) == Ok(Some(true))
+    // (as has_table_privilege(oid, privilege) does, without a query per check)
+    let has = |table: &TableInfo, privilege: pg_sys::AclMode| unsafe {
+        pg_sys::pg_class_aclcheck(Oid::from(table.oid), pg_sys::GetUserId(), privilege)
+            == pg_sys::AclResult::ACLCHECK_OK
     };
-    let (allowed, needs) = match access {
-        Access::Sync => (
-            has(source, "UPDATE") || has(target, "UPDATE"),
-            format!("re-syncing needs UPDATE privilege on {} or {}", source.name, target.name),
-        ),
-        Access::Check => (
-            has(source, "SELECT") && has(target, "SELECT"),
-            format!("checking needs SELECT privilege on {} and {}", source.name, target.name),
-        ),
+    let (update, select) = (pg_sys::ACL_UPDATE as pg_sys::AclMode, pg_sys::ACL_SELECT as pg_sys::AclMode);
+    let needs = match access {
+        Access::Sync if has(source, update) || has(target, update) => return,
+        Access::Check if has(source, select) && has(target, select) => return,
+        Access::Sync => format!("re-syncing needs UPDATE privilege on {} or {}", source.name, target.name),
+        Access::Check => format!("checking needs SELECT privilege on {} and {}", source.name, target.name),
     };
-    if !allowed {
-        reject(&format!("rule \"{}\": permission denied: {needs}", rule.name));
-    }
+    reject(&format!("rule \"{}\": permission denied: {needs}", rule.name));
 }
 
 /// The runtimes of the enabled rules a call is about (one by name, or all that `wanted`
@@ -634,7 +628,16 @@ fn enabled_runtimes(
     access: Access,
     wanted: impl Fn(&Rule) -> bool,
 ) -> Vec<std::rc::Rc<RuleRuntime>> {
-    let rules = catalog::installed_rules();
+    runtimes_of(&catalog::installed_rules(), rule_name, access, wanted)
+}
+
+/// `enabled_runtimes` from rules already read from the catalog.
+fn runtimes_of(
+    rules: &[Rule],
+    rule_name: Option<&str>,
+    access: Access,
+    wanted: impl Fn(&Rule) -> bool,
+) -> Vec<std::rc::Rc<RuleRuntime>> {
     if let Some(name) = rule_name {
         match rules.iter().find(|r| r.name == name) {
             None => reject(&format!("rule \"{name}\" does not exist")),
@@ -815,7 +818,7 @@ fn report_activity(rule: &str, done: i64, rows: i64) {
 fn sync_entity(entity: &str, key: AnyElement) -> i64 {
     let entities = catalog::installed_entities();
     let ent = find_entity(&entities, entity);
-    sync_entity_key(ent, key.datum(), key.oid())
+    sync_entity_key(&catalog::installed_rules(), ent, key.datum(), key.oid())
 }
 
 /// `sync_entity`, then the same for every related entity's rows (declared with `related`),
@@ -825,28 +828,75 @@ fn sync_entity(entity: &str, key: AnyElement) -> i64 {
 #[search_path(pg_catalog, pg_temp)]
 fn sync_entity_comprehensive(entity: &str, key: AnyElement) -> i64 {
     let entities = catalog::installed_entities();
-    let mut visited = vec![entity.to_string()];
-    sync_related(&entities, find_entity(&entities, entity), key.datum(), key.oid(), &mut visited)
+    let mut walk = Walk { entities: &entities, rules: catalog::installed_rules(), visited: vec![entity.to_string()] };
+    sync_related(&mut walk, find_entity(&entities, entity), key.datum(), key.oid())
+}
+
+/// What one comprehensive re-sync reads once and reuses for every row it visits.
+struct Walk<'e> {
+    entities: &'e [Entity],
+    rules: Vec<Rule>,
+    visited: Vec<String>,
+}
+
+/// Related-entity links (see `related_query`) and what they were planned into, with the
+/// relcache generation they were planned at.
+type RelatedQueries = (u64, HashMap<String, (String, Oid)>);
+
+thread_local! {
+    /// Per related-entity link (as declared: tables, keys, column pairs), the query of the
+    /// related keys and their type: planning it reads the catalog for both tables. Kept until a
+    /// relation changes (`apply::relcache_generation`).
+    static RELATED_QUERIES: std::cell::RefCell<RelatedQueries> =
+        std::cell::RefCell::new((0, HashMap::new()));
+}
+
+/// The query of the keys of `other`'s rows related to one row of `ent`, and their type.
+fn related_query(ent: &Entity, name: &str, other: &Entity, pairs: &[data_sync_core::validate::Pair]) -> (String, Oid) {
+    let link = format!("{}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}", ent.table, ent.key, other.table, other.key, pairs);
+    let generation = apply::relcache_generation();
+    let cached = RELATED_QUERIES.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != generation {
+            *c = (generation, HashMap::new());
+        }
+        c.1.get(&link).cloned()
+    });
+    if let Some(found) = cached {
+        return found;
+    }
+    let (Some(info), Some(other_info)) = (catalog::lookup(&ent.table), catalog::lookup(&other.table)) else {
+        reject(&format!("entity \"{}\": related.{name}: a table no longer exists", ent.name));
+    };
+    let sql = data_sync_core::plan::related_keys(&info, &ent.key, &other_info, &other.key, pairs)
+        .unwrap_or_else(|e| reject(&format!("entity \"{}\": related.{name}: {e}", ent.name)));
+    let other_type = other_info.column(&other.key).map(|c| Oid::from(c.type_oid)).unwrap_or(pg_sys::InvalidOid);
+    let found = (sql, other_type);
+    // (looking the tables up may itself have seen invalidations: store under the new count)
+    let generation = apply::relcache_generation();
+    RELATED_QUERIES.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != generation {
+            *c = (generation, HashMap::new());
+        }
+        c.1.insert(link, found.clone());
+    });
+    found
 }
 
 fn find_entity<'e>(entities: &'e [Entity], name: &str) -> &'e Entity {
     entities.iter().find(|e| e.name == name).unwrap_or_else(|| reject(&format!("entity \"{name}\" does not exist")))
 }
 
-fn sync_related(entities: &[Entity], ent: &Entity, key: Datum, key_type: Oid, visited: &mut Vec<String>) -> i64 {
-    let mut total = sync_entity_key(ent, key, key_type);
+fn sync_related(walk: &mut Walk<'_>, ent: &Entity, key: Datum, key_type: Oid) -> i64 {
+    let mut total = sync_entity_key(&walk.rules, ent, key, key_type);
     for (name, pairs) in &ent.related {
-        if visited.contains(name) {
+        if walk.visited.contains(name) {
             continue;
         }
-        visited.push(name.clone());
-        let other = find_entity(entities, name);
-        let (Some(info), Some(other_info)) = (catalog::lookup(&ent.table), catalog::lookup(&other.table)) else {
-            reject(&format!("entity \"{}\": related.{name}: a table no longer exists", ent.name));
-        };
-        let sql = data_sync_core::plan::related_keys(&info, &ent.key, &other_info, &other.key, pairs)
-            .unwrap_or_else(|e| reject(&format!("entity \"{}\": related.{name}: {e}", ent.name)));
-        let other_type = other_info.column(&other.key).map(|c| Oid::from(c.type_oid)).unwrap_or(pg_sys::InvalidOid);
+        walk.visited.push(name.clone());
+        let other = find_entity(walk.entities, name);
+        let (sql, other_type) = related_query(ent, name, other, pairs);
         apply::with_spi(|| unsafe {
             // read as the caller: related rows the caller cannot see are not re-synced
             let query = std::ffi::CString::new(sql.as_str()).unwrap();
@@ -866,7 +916,7 @@ fn sync_related(entities: &[Entity], ent: &Entity, key: Datum, key_type: Oid, vi
             }
             let (keys, table) = result_keys();
             for k in &keys {
-                total += sync_related(entities, other, k[0], other_type, visited);
+                total += sync_related(walk, other, k[0], other_type);
             }
             pg_sys::SPI_freetuptable(table);
         });
@@ -876,10 +926,10 @@ fn sync_related(entities: &[Entity], ent: &Entity, key: Datum, key_type: Oid, vi
 
 /// Re-applies every rule whose source is the entity's table, for the rows whose entity key
 /// equals `key`.
-fn sync_entity_key(ent: &Entity, key: Datum, key_type: Oid) -> i64 {
+fn sync_entity_key(rules: &[Rule], ent: &Entity, key: Datum, key_type: Oid) -> i64 {
     let batch = BATCH_SIZE.get() as usize;
     let mut total = 0i64;
-    for rt in enabled_runtimes(None, Access::Sync, |r| r.source == ent.table) {
+    for rt in runtimes_of(rules, None, Access::Sync, |r| r.source == ent.table) {
         let Some(column) = rt.source.column(&ent.key) else {
             reject(&format!("entity \"{}\": key column \"{}\" no longer exists", ent.name, ent.key));
         };

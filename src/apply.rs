@@ -75,6 +75,14 @@ thread_local! {
     /// Relations the relcache reported as changed; applied lazily, never inside the callback.
     static STALE: RefCell<Vec<Oid>> = const { RefCell::new(Vec::new()) };
     static ALL_STALE: Cell<bool> = const { Cell::new(false) };
+    /// Counts relcache invalidations: caches of catalog facts compare it to know they may be
+    /// stale.
+    static RELCACHE_GENERATION: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Changes whenever a relation may have changed (see `relcache_changed`).
+pub fn relcache_generation() -> u64 {
+    RELCACHE_GENERATION.with(|g| g.get())
 }
 
 /// Registered once in `_PG_init`.
@@ -87,6 +95,7 @@ pub fn register_callbacks() {
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache_changed(_arg: Datum, relid: Oid) {
     crate::log::forget_log_relation(relid);
+    RELCACHE_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
     if relid == pg_sys::InvalidOid {
         ALL_STALE.with(|a| a.set(true));
         return;

@@ -49,6 +49,19 @@ SELECT * FROM e.lost_pets ORDER BY id;
 -- starting from a pet reaches its owner
 SELECT e.sync_all_pet_data_comprehensive(20);
 SELECT * FROM e.lost_pets ORDER BY id;
+-- The query of a link's related rows is kept for the session and planned again after one of
+-- its tables changes: a new pet is found, and once pets.owner_id is renamed the link fails
+-- naming the entity instead of running the old query.
+INSERT INTO e.pets VALUES (11, 1, 'Kit');
+INSERT INTO e.lost_pets VALUES (110, 1, 11, NULL, NULL);
+UPDATE e.lost_pets SET contact_phone = 'stale', pet_name = 'stale' WHERE id = 110;
+SELECT e.sync_all_user_data_comprehensive('alice');
+SELECT * FROM e.lost_pets WHERE id = 110;
+SAVEPOINT s;
+ALTER TABLE e.pets RENAME COLUMN owner_id TO owner_ref;
+SELECT e.sync_all_user_data_comprehensive('alice');
+ROLLBACK TO SAVEPOINT s;
+SELECT e.sync_all_user_data_comprehensive('alice');
 
 -- a related entity that is not in the document, and a type mismatch, are refused
 SAVEPOINT s;
