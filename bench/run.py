@@ -399,60 +399,101 @@ def check_drift(res, title, db, variant, query):
 
 # --- low-noise measure ---------------------------------------------------------------------------
 
-def callgrind(res, p, variants):
-    """Instructions per single-row phone update, counted by callgrind in a single-user backend:
-    repeatable whatever else the machine does. Two runs of n1 and n2 statements; the difference
-    divided by n2 - n1 removes start-up costs."""
+def count_instructions(p, cases):
+    """Instructions per statement, counted by callgrind in a single-user backend: repeatable
+    whatever else the machine does. `cases`: {label: (template, installer, settings, prepare,
+    execute)}, where `execute(i, n)` gives the i-th EXECUTE of a run of n. Two runs of n1 and n2
+    statements per case; the difference divided by n2 - n1 removes start-up costs."""
     n1, n2 = p["callgrind"]
-    # and data_sync without its per-propagation log row, to show what that row costs
-    if "data_sync" in variants:
-        variants = variants + ["data_sync_log_failures"]
-    # fresh clones: tables updated in the TPS rounds carry dead rows that would skew the counts
-    for v in variants:
+    # fresh clones: tables written in the TPS rounds carry dead rows that would skew the counts
+    for label, (template, installer, _, _, _) in cases.items():
         for run_ in ("a", "b"):
-            clone("tmpl_s1_1", f"cg_{v}_{run_}")
-            install(f"cg_{v}_{run_}", "data_sync" if v == "data_sync_log_failures" else v)
-            vacuum(f"cg_{v}_{run_}")
+            clone(template, f"cg_{label}_{run_}")
+            installer(f"cg_{label}_{run_}")
+            vacuum(f"cg_{label}_{run_}")
     run([ROOT / "scripts" / "pgcluster.sh", "stop", DIR])
     counts = {}
     outdir = DIR / "callgrind"
     outdir.mkdir(exist_ok=True)
     shutil.chown(outdir, "postgres")
-    for v in variants:
+    for label, (_, _, settings, prepare, execute) in cases.items():
         totals = []
         for n, run_ in ((n1, "a"), (n2, "b")):
-            # prepared, as pgbench -M prepared runs them; distinct values so every update changes
-            if v == "limit":
-                stmts = ["PREPARE s(int, text) AS WITH u AS (UPDATE users SET phone = $2 WHERE id = $1 "
-                         "RETURNING id, phone) UPDATE lost_pets lp SET contact_phone = u.phone FROM u "
-                         "WHERE lp.owner_id = u.id AND lp.contact_phone IS DISTINCT FROM u.phone"]
-            else:
-                stmts = ["PREPARE s(int, text) AS UPDATE users SET phone = $2 WHERE id = $1"]
-            for i in range(1, n + 1):
-                stmts.append(f"EXECUTE s({(i * 7919) % p['users'] + 1}, '+1-cg-{n}-{i}')")
-            out = outdir / f"{v}.{n}.out"
+            # prepared, as pgbench -M prepared runs them
+            stmts = [prepare] + [execute(i, n) for i in range(1, n + 1)]
+            out = outdir / f"{label}.{n}.out"
+            options = [a for name, value in settings.items() for a in ("-c", f"{name}={value}")]
             subprocess.run(["runuser", "-u", "postgres", "--", "valgrind", "--tool=callgrind",
                             f"--callgrind-out-file={out}", BIN / "postgres", "--single", "-D", DIR / "data",
-                            "-c", "fsync=off"]
-                           + (["-c", "data_sync.log_level=failures"] if v == "data_sync_log_failures" else [])
-                           + [f"cg_{v}_{run_}"],
+                            "-c", "fsync=off", *options, f"cg_{label}_{run_}"],
                            input="\n".join(stmts) + "\n", text=True, capture_output=True, cwd="/")
             summary = re.search(r"^summary:\s+(\d+)", out.read_text(), re.M)
             totals.append(int(summary.group(1)))
-        counts[v] = (totals[1] - totals[0]) / (n2 - n1)
-        log(f"callgrind {v}: {counts[v]:,.0f} instructions per statement")
+        counts[label] = (totals[1] - totals[0]) / (n2 - n1)
+        log(f"callgrind {label}: {counts[label]:,.0f} instructions per statement")
     run([ROOT / "scripts" / "pgcluster.sh", "start", DIR, str(PORT)])
-    base = counts.get("limit")
-    rows = ["| variant | instructions per statement | ÷ limit |", "| --- | --- | --- |"]
+    return counts
+
+
+def instruction_table(counts, base):
+    rows = [f"| variant | instructions per statement | ÷ {base} |", "| --- | --- | --- |"]
     for v, c in counts.items():
-        rows.append(f"| {v} | {c:,.0f} | {c / base:.2f} |" if base else f"| {v} | {c:,.0f} | – |")
+        rows.append(f"| {v} | {c:,.0f} | {c / counts[base]:.2f} |" if base in counts else f"| {v} | {c:,.0f} | – |")
+    return "\n".join(rows)
+
+
+def callgrind(res, p, variants):
+    """Instructions per single-row phone update (scenario 1), and per weight change (scenario 6)."""
+    n1, n2 = p["callgrind"]
+    phone = "PREPARE s(int, text) AS UPDATE users SET phone = $2 WHERE id = $1"
+    limit = ("PREPARE s(int, text) AS WITH u AS (UPDATE users SET phone = $2 WHERE id = $1 "
+             "RETURNING id, phone) UPDATE lost_pets lp SET contact_phone = u.phone FROM u "
+             "WHERE lp.owner_id = u.id AND lp.contact_phone IS DISTINCT FROM u.phone")
+    # distinct values, so that every update changes something
+    execute = lambda i, n: f"EXECUTE s({(i * 7919) % p['users'] + 1}, '+1-cg-{n}-{i}')"  # noqa: E731
+    cases = {v: ("tmpl_s1_1", lambda db, v=v: install(db, v), {}, limit if v == "limit" else phone, execute)
+             for v in variants}
+    # and data_sync without its per-propagation log row, to show what that row costs
+    if "data_sync" in variants:
+        cases["data_sync_log_failures"] = ("tmpl_s1_1", lambda db: install(db, "data_sync"),
+                                           {"data_sync.log_level": "failures"}, phone, execute)
+    counts = count_instructions(p, cases)
     res.text.append(
         "### 1b. Low-noise measure: instructions per single-row phone update (callgrind)\n\n"
         f"A single-user backend (`postgres --single`) runs {n1} and then {n2} updates of random users under "
         "`valgrind --tool=callgrind` (1 lost_pet per user); the difference of the two totals divided by "
         f"{n2 - n1} is the cost of one statement, start-up excluded. Lower is better. "
         "`data_sync_log_failures` is data_sync with `data_sync.log_level = failures`: no `sync_log` row "
-        "for a successful propagation, which the other variants do not write either.\n\n" + "\n".join(rows) + "\n")
+        "for a successful propagation, which the other variants do not write either.\n\n"
+        + instruction_table(counts, "limit") + "\n")
+
+    # scenario 6, the same way
+    make_template("tmpl_s6", p["users"], 1)
+    weights = {"plpgsql": "weights_plpgsql", "data_sync": "weights_data_sync"}
+    value = lambda i, n: f"{(i * 7919) % p['users'] + 1}, {(i * 31 + n) % 5000 / 100:.2f}"  # noqa: E731
+    statements = {
+        "weight": ("PREPARE s(int, numeric) AS UPDATE pets SET weight_kg = $2, updated_at = clock_timestamp() "
+                   "WHERE id = $1"),
+        "record": ("PREPARE s(int, numeric) AS INSERT INTO health_records (pet_id, weight, recorded_at) "
+                   "VALUES ($1, $2, clock_timestamp())"),
+    }
+    cases = {}
+    for what, prepare in statements.items():
+        for v, sql in weights.items():
+            installer = lambda db, sql=sql: psql(db, (SQL / "variants" / f"{sql}.sql").read_text())  # noqa: E731
+            cases[f"{what}_{v}"] = ("tmpl_s6", installer, {}, prepare, lambda i, n: f"EXECUTE s({value(i, n)})")
+        cases[f"{what}_data_sync_log_failures"] = (
+            "tmpl_s6", lambda db: psql(db, (SQL / "variants" / "weights_data_sync.sql").read_text()),
+            {"data_sync.log_level": "failures"}, prepare, lambda i, n: f"EXECUTE s({value(i, n)})")
+    counts = count_instructions(p, cases)
+    tables = []
+    for what, title in (("weight", "a pet's weight updated"), ("record", "a health record inserted")):
+        mine = {k[len(what) + 1:]: c for k, c in counts.items() if k.startswith(what + "_")}
+        tables.append(f"**{title}**\n\n" + instruction_table(mine, "plpgsql"))
+    res.text.append(
+        "### 6b. Low-noise measure: instructions per weight change (callgrind)\n\n"
+        "As 1b, for the two statements of scenario 6 (random pets, a new weight every time). "
+        "`plpgsql` is the hand-written triggers.\n\n" + "\n\n".join(tables) + "\n")
 
 
 # --- chart ---------------------------------------------------------------------------------------

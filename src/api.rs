@@ -316,9 +316,11 @@ pub(crate) fn check_statements(rule: &Rule, source: &TableInfo, target: &TableIn
         fill_types.push(pg_sys::TIDOID);
     }
     let none = Vec::new();
+    let row_types: Vec<Oid> = plan.row_types.iter().map(|&t| Oid::from(t)).collect();
     let optional = |sql: &Option<String>| sql.clone().unwrap_or_default();
     let statements = [
         (plan.flush_one.clone(), &scalars),
+        (plan.flush_row.clone(), &row_types),
         (plan.flush_many.clone(), &arrays),
         (plan.fill_lookup.clone(), &fill_types),
         (plan.lock_one.clone(), &scalars),

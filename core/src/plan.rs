@@ -181,9 +181,13 @@ impl<'a> Planner<'a> {
         out
     }
 
-    /// The source columns `param_row` takes, in parameter order.
+    /// The source columns `param_row` takes, in parameter order (append rules: every column of
+    /// the source, which their `values` and `where` may read).
     pub fn row_columns(&self) -> Vec<String> {
         let rule = self.rule;
+        if rule.kind == crate::rules::RuleKind::Append {
+            return self.source.columns.iter().map(|c| c.name.clone()).collect();
+        }
         let mut cols: Vec<String> = rule.keys.iter().chain(&rule.copies).map(|p| p.source.clone()).collect();
         cols.extend(rule.timestamps.as_ref().map(|(source_ts, _)| source_ts.clone()));
         cols
@@ -347,22 +351,29 @@ impl<'a> Planner<'a> {
         exprs.extend(rule.values.iter().map(|p| format!("(\n{}\n)", p.source)));
         // for append rules, `where` filters the source rows that append
         let only = rule.where_clause.as_ref().map(|w| format!("\n  AND (\n{w}\n)")).unwrap_or_default();
-        let insert = |from_extra: &str, filter: &str| {
+        let insert = |from: &str, filter: &str| {
             format!(
-                "INSERT INTO {} ({})\nSELECT {}\nFROM {from_extra}{} AS {alias} WHERE {filter}{only}",
+                "INSERT INTO {} ({})\nSELECT {}\nFROM {from} WHERE {filter}{only}",
                 self.target.name.sql(),
                 columns.join(", "),
-                exprs.join(", "),
-                self.source.name.sql()
+                exprs.join(", ")
             )
         };
+        let table = self.source.name.sql();
+        // The one changed row, from the row trigger's NEW values: a derived table named and
+        // shaped like the source (every column, as `$1..$n`), so that `values` and `where` read
+        // it as they read the table, without a second look-up of the row.
+        let row_columns = self.row_columns();
+        let params: Vec<String> = (1..=row_columns.len()).map(|i| format!("${i}")).collect();
+        let names: Vec<String> = row_columns.iter().map(|c| ident(c)).collect();
+        let row = format!("(SELECT {}) AS {alias}({})", params.join(", "), names.join(", "));
         let key_cols: Vec<&ColumnInfo> = key.iter().map(|c| self.src_col(c)).collect();
         RulePlan {
-            flush_one: insert("", &one),
-            flush_many: insert(&many_from, &many),
-            flush_row: String::new(),
+            flush_one: insert(&format!("{table} AS {alias}"), &one),
+            flush_many: insert(&format!("{many_from}{table} AS {alias}"), &many),
+            flush_row: insert(&row, "TRUE"),
             conflicts_row: None,
-            row_types: Vec::new(),
+            row_types: self.source.columns.iter().map(|c| c.type_oid).collect(),
             fill_lookup: String::new(),
             check: String::new(),
             keys_first: String::new(),
@@ -856,6 +867,15 @@ mod tests {
              SELECT \"pets\".\"id\", \"pets\".\"weight_kg\", (\nnow()\n)\n\
              FROM \"public\".\"pets\" AS \"pets\" WHERE \"pets\".\"id\" OPERATOR(\"pg_catalog\".=) $1"
         );
+        // one changed row: from its values, every column of the source under the source's name
+        assert!(
+            plan.flush_row.ends_with(
+                "FROM (SELECT $1, $2, $3, $4) AS \"pets\"(\"id\", \"name\", \"weight_kg\", \"weight_at\") WHERE TRUE"
+            ),
+            "{}",
+            plan.flush_row
+        );
+        assert_eq!(plan.row_types.len(), 4);
         assert!(plan.check.is_empty() && plan.reverse_one.is_none());
         let t = p.triggers();
         // watches weight_kg only; no insert triggers (on_insert = false), nothing on the target

@@ -87,3 +87,29 @@ FROM data_sync.sync_log ORDER BY id;
 -- drift: none (append rules are not checked: their rows are history)
 SELECT * FROM data_sync.check();
 ROLLBACK;
+
+-- An append rule's `where` and `values` read the source row (qualified or not, whole-row too),
+-- the same whether the statement changed one row (appended from its new values) or several
+-- (read back from the table).
+BEGIN;
+CREATE EXTENSION data_sync;
+CREATE SCHEMA a;
+CREATE TABLE a.items (id int PRIMARY KEY, name text, price numeric(8,2), hidden boolean NOT NULL DEFAULT false);
+CREATE TABLE a.price_history (id serial PRIMARY KEY, item_id int, price numeric(8,2), label text, snapshot jsonb);
+INSERT INTO a.items VALUES (1, 'pen', 1.50, false), (2, 'ink', 9.99, true), (3, 'pad', 3.00, false);
+SELECT * FROM data_sync.load_rules($$
+[[rule]]
+name = "prices"
+kind = "append"
+source = "a.items"
+target = "a.price_history"
+set = { item_id = "id", price = "price" }
+values = { label = "items.name || ' at ' || price", snapshot = "pg_catalog.to_jsonb(items) - 'hidden'" }
+where = "NOT items.hidden AND price IS NOT NULL"
+$$);
+UPDATE a.items SET price = 1.75 WHERE id = 1;                 -- one row: appended
+UPDATE a.items SET price = 10.50 WHERE id = 2;                -- one row, hidden: not appended
+UPDATE a.items SET price = price + 1 WHERE id IN (1, 2, 3);   -- three rows: two appended
+UPDATE a.items SET price = NULL WHERE id = 3;                 -- NULL price: not appended
+SELECT item_id, price, label, snapshot FROM a.price_history ORDER BY id;
+ROLLBACK;
