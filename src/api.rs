@@ -320,7 +320,9 @@ pub(crate) fn check_statements(rule: &Rule, source: &TableInfo, target: &TableIn
     let optional = |sql: &Option<String>| sql.clone().unwrap_or_default();
     let statements = [
         (plan.flush_one.clone(), &scalars),
-        (plan.flush_row.clone(), &row_types),
+        // (an append rule whose one-row statement does not compile reads the row from the table
+        // instead, see `apply::build`)
+        (if rule.kind == RuleKind::Append { String::new() } else { plan.flush_row.clone() }, &row_types),
         (plan.flush_many.clone(), &arrays),
         (plan.fill_lookup.clone(), &fill_types),
         (plan.lock_one.clone(), &scalars),
@@ -874,8 +876,8 @@ fn related_query(ent: &Entity, name: &str, other: &Entity, pairs: &[data_sync_co
         .unwrap_or_else(|e| reject(&format!("entity \"{}\": related.{name}: {e}", ent.name)));
     let other_type = other_info.column(&other.key).map(|c| Oid::from(c.type_oid)).unwrap_or(pg_sys::InvalidOid);
     let found = (sql, other_type);
-    // (looking the tables up may itself have seen invalidations: store under the new count)
-    let generation = apply::relcache_generation();
+    // (under the count read before looking the tables up: an invalidation seen meanwhile makes
+    // the next call plan again)
     RELATED_QUERIES.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != generation {

@@ -59,6 +59,22 @@ pub struct RuleRuntime {
     plans: RefCell<HashMap<String, Plan>>,
 }
 
+/// Whether a statement with parameters of these types prepares without error.
+fn compiles(sql: &str, types: &[u32]) -> bool {
+    let types: Vec<Oid> = types.iter().map(|&t| Oid::from(t)).collect();
+    let query = CString::new(sql).expect("planned SQL has no NUL");
+    crate::subxact::try_catch(|| {
+        with_spi(|| unsafe {
+            let plan = pg_sys::SPI_prepare(query.as_ptr(), types.len() as i32, types.as_ptr() as *mut Oid);
+            if !plan.is_null() {
+                pg_sys::SPI_freeplan(plan);
+            }
+            !plan.is_null()
+        })
+    })
+    .unwrap_or(false)
+}
+
 /// An SPI plan kept in CacheMemoryContext for the life of the runtime.
 struct Plan(pg_sys::SPIPlanPtr);
 
@@ -147,7 +163,13 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
     let source = catalog::lookup(&rule.source)?;
     let target = catalog::lookup(&rule.target)?;
     let planner = Planner { rule: &rule, source: &source, target: &target };
-    let plan = planner.plan();
+    let mut plan = planner.plan();
+    // An append rule's one-row statement reads a derived table shaped like the source: `values`
+    // or `where` that need the table itself (system columns, a function of the table's row type)
+    // do not compile against it; such rules keep reading the row from the table.
+    if rule.kind == data_sync_core::rules::RuleKind::Append && !compiles(&plan.flush_row, &plan.row_types) {
+        plan.flush_row.clear();
+    }
     let fill_takes_row = planner.fill_takes_row();
     let attnum = |t: &TableInfo, c: &str| t.column(c).map(|c| c.attnum as i32);
     let source_key_attnums = rule.source_key.iter().map(|c| attnum(&source, c)).collect::<Option<Vec<_>>>()?;
@@ -339,6 +361,70 @@ impl RuleRuntime {
         }
     }
 
+    /// Re-fills the target rows at `tids` (re-parented by one statement) from the source rows
+    /// of their new match `keys` (one per row). Returns the number of target rows changed.
+    pub fn refill(&self, keys: &[Vec<Datum>], tids: &[(pg_sys::ItemPointerData, Oid)]) -> u64 {
+        let (types, args) = self.refill_args(keys, tids);
+        self.execute("refill", &self.plan.refill, &types, &args, &vec![false; args.len()])
+    }
+
+    /// Last-write-wins rules: how many of those rows `refill` skipped as newer.
+    pub fn refill_conflicts(&self, keys: &[Vec<Datum>], tids: &[(pg_sys::ItemPointerData, Oid)]) -> Option<u64> {
+        let sql = self.plan.refill_conflicts.as_ref()?;
+        let (types, args) = self.refill_args(keys, tids);
+        if self.execute("refill_conflicts", sql, &types, &args, &vec![false; args.len()]) == 0 {
+            return Some(0);
+        }
+        Some(unsafe { count_of_result() })
+    }
+
+    /// Arrays of the keys (per key column), then the arrays of tids and of their tables.
+    fn refill_args(&self, keys: &[Vec<Datum>], tids: &[(pg_sys::ItemPointerData, Oid)]) -> (Vec<Oid>, Vec<Datum>) {
+        let mut args: Vec<Datum> = (0..self.key_types.len())
+            .map(|col| {
+                let kt = self.key_types[col];
+                let mut elems: Vec<Datum> = keys.iter().map(|k| k[col]).collect();
+                unsafe {
+                    Datum::from(pg_sys::construct_array(
+                        elems.as_mut_ptr(),
+                        elems.len() as i32,
+                        kt.oid,
+                        kt.len as i32,
+                        kt.byval,
+                        kt.align,
+                    ))
+                }
+            })
+            .collect();
+        let mut tables: Vec<Datum> = tids.iter().map(|(_, table)| Datum::from(*table)).collect();
+        let mut tids: Vec<Datum> = tids.iter().map(|(tid, _)| Datum::from(tid as *const _)).collect();
+        args.push(unsafe {
+            // tid: 6 bytes, passed by reference, short alignment
+            Datum::from(pg_sys::construct_array(
+                tids.as_mut_ptr(),
+                tids.len() as i32,
+                pg_sys::TIDOID,
+                std::mem::size_of::<pg_sys::ItemPointerData>() as i32,
+                false,
+                pg_sys::TYPALIGN_SHORT as std::ffi::c_char,
+            ))
+        });
+        args.push(unsafe {
+            Datum::from(pg_sys::construct_array(
+                tables.as_mut_ptr(),
+                tables.len() as i32,
+                pg_sys::OIDOID,
+                4,
+                true,
+                pg_sys::TYPALIGN_INT as std::ffi::c_char,
+            ))
+        });
+        let mut types = self.key_array_types();
+        types.push(unsafe { pg_sys::get_array_type(pg_sys::TIDOID) });
+        types.push(unsafe { pg_sys::get_array_type(pg_sys::OIDOID) });
+        (types, args)
+    }
+
     /// Like `run_keyed` for a `SELECT count(*)`: returns the count.
     fn count_keyed(&self, one: (&str, &str), many: (&str, &str), keys: &[Vec<Datum>]) -> u64 {
         if keys.is_empty() || self.run_keyed(one, many, keys) == 0 {
@@ -409,6 +495,19 @@ pub struct SourceRow {
     pub nulls: Vec<bool>,
     /// The subtransaction the row was written in: a row from a rolled-back one must not be used.
     pub subxact: pg_sys::SubTransactionId,
+    /// Which values were copied (passed by reference, not NULL).
+    pub copied: Vec<bool>,
+}
+
+impl SourceRow {
+    /// Frees the copied values.
+    pub fn free(self) {
+        for (value, copied) in self.values.into_iter().zip(self.copied) {
+            if copied {
+                unsafe { pg_sys::pfree(value.cast_mut_ptr()) }
+            }
+        }
+    }
 }
 
 /// A key's text values as the log shows them: `42`, or `(7,abc)` for composite keys.

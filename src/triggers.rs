@@ -21,6 +21,9 @@ use data_sync_core::rules::SyncMode;
 use crate::apply::{self, RuleRuntime, SourceRow};
 use crate::log;
 
+/// A re-parented target row: its new match key, its tid and table (see `Rows::Moved`).
+type MovedRow = (Vec<Datum>, (pg_sys::ItemPointerData, pg_sys::Oid));
+
 /// Keys noted by row triggers, per rule, waiting for their statement trigger. Values are
 /// copied into TopTransactionContext and the lists are cleared at transaction end.
 #[derive(Default)]
@@ -31,8 +34,9 @@ struct Pending {
     rows: HashMap<String, SourceRow>,
     /// Bidirectional rules: target match keys whose rows flow back to the source.
     reverse_keys: HashMap<String, Vec<Vec<Datum>>>,
-    /// Match keys of re-parented target rows, re-filled by the target's statement trigger.
-    refill_keys: HashMap<String, Vec<Vec<Datum>>>,
+    /// Re-parented target rows (their new match key and tid), re-filled by the target's
+    /// statement trigger.
+    refill_rows: HashMap<String, Vec<MovedRow>>,
     fills: HashMap<String, u64>,
 }
 
@@ -122,7 +126,7 @@ unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _a
                 p.keys.clear();
                 p.rows.clear();
                 p.reverse_keys.clear();
-                p.refill_keys.clear();
+                p.refill_rows.clear();
                 p.fills.clear();
             }
         });
@@ -236,18 +240,20 @@ fn source_row_trigger<'a>(
                 None => _ = p.keys.insert(name.to_string(), vec![key]),
             }
         });
-        if no_statement_triggers() {
+        if flush_now(trigger, rt.source.oid) {
             flush_source(name, statement_operation(trigger));
         }
     }
     Ok(None)
 }
 
-/// Whether this backend is a logical replication worker, whose changes fire row triggers only
-/// (no statement triggers, except for the initial copy's COPY): what a row trigger notes must
-/// be propagated by the row trigger itself. Only rules with `fire_on_replica` fire there.
-fn no_statement_triggers() -> bool {
-    unsafe { pg_sys::IsLogicalWorker() }
+/// Whether what a row trigger noted must be propagated by the row trigger itself, because no
+/// statement trigger of the rule's table will follow: in a logical replication worker, whose
+/// changes fire row triggers only (except for the initial copy's COPY; only rules with
+/// `fire_on_replica` fire there), and for a row of a partition of a partitioned rule table (its
+/// statement triggers are on the partitioned table, and fire only for statements naming it).
+fn flush_now(trigger: &PgTrigger<'_>, rule_table: u32) -> bool {
+    unsafe { pg_sys::IsLogicalWorker() || (*trigger.trigger_data().tg_relation).rd_id.to_u32() != rule_table }
 }
 
 /// The row's values at `rt.row_attnums` (NULLs allowed), copied into TopTransactionContext.
@@ -262,12 +268,14 @@ fn source_row(trigger: &PgTrigger<'_>, rt: &RuleRuntime) -> SourceRow {
             values: Vec::with_capacity(rt.row_attnums.len()),
             nulls: Vec::with_capacity(rt.row_attnums.len()),
             subxact: pg_sys::GetCurrentSubTransactionId(),
+            copied: Vec::with_capacity(rt.row_attnums.len()),
         };
         for (&attnum, t) in rt.row_attnums.iter().zip(&rt.row_types) {
             let mut isnull = false;
             let d = pg_sys::heap_getattr(tuple, attnum, desc, &mut isnull);
             row.values.push(if isnull { Datum::from(0) } else { datumCopy(d, t.byval, t.len as i32) });
             row.nulls.push(isnull);
+            row.copied.push(!isnull && !t.byval);
         }
         pg_sys::CurrentMemoryContext = old;
         row
@@ -312,7 +320,7 @@ fn reverse_row_trigger<'a>(
                 None => _ = p.reverse_keys.insert(name.to_string(), vec![key]),
             }
         });
-        if no_statement_triggers() {
+        if flush_now(trigger, rt.target.oid) {
             flush_reverse(name, statement_operation(trigger));
         }
     }
@@ -351,7 +359,7 @@ fn statement_operation(trigger: &PgTrigger<'_>) -> &'static str {
 /// Carries target rows back to their source rows and logs the outcome (tables swapped: the
 /// target is where the change came from).
 pub fn propagate_back(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
-    run_and_log(rt, keys, None, operation, true)
+    run_and_log(rt, keys, Rows::Keys, operation, true)
 }
 
 /// AFTER INSERT / AFTER UPDATE OF … FOR EACH STATEMENT on the source: propagate noted keys.
@@ -375,13 +383,29 @@ fn flush_source(name: &str, operation: &str) {
     let Some(rt) = apply::runtime(name) else { return };
     // the row's values stand for the source only if they are this statement's one row
     let current = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    let row = row.filter(|r| keys.len() == 1 && r.subxact == current);
-    run_and_log(&rt, &keys, row.as_ref(), operation, false);
+    let usable = row.as_ref().filter(|r| keys.len() == 1 && r.subxact == current);
+    run_and_log(&rt, &keys, usable.map_or(Rows::Keys, Rows::One), operation, false);
+    // (copied into TopTransactionContext: a loop of one-row statements must not pile them up)
+    if let Some(row) = row {
+        row.free();
+    }
 }
 
 /// Propagates source keys and logs the outcome. Shared by triggers and re-syncs.
 pub fn propagate(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
-    run_and_log(rt, keys, None, operation, false)
+    run_and_log(rt, keys, Rows::Keys, operation, false)
+}
+
+/// Which rows a propagation carries over.
+#[derive(Clone, Copy)]
+pub enum Rows<'a> {
+    /// Every row of the keys, read from the source.
+    Keys,
+    /// The statement's one changed source row, from its values.
+    One(&'a SourceRow),
+    /// Only the target rows at these tids of these tables (re-parented), from their keys'
+    /// source rows.
+    Moved(&'a [(pg_sys::ItemPointerData, pg_sys::Oid)]),
 }
 
 /// The propagation itself, without logging: carries the rows of these keys over (or back, for
@@ -390,7 +414,7 @@ pub fn propagate(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 
 pub fn apply_keys(
     rt: &RuleRuntime,
     keys: &[Vec<Datum>],
-    row: Option<&SourceRow>,
+    rows: Rows<'_>,
     operation: &str,
     reverse: bool,
 ) -> (u64, Option<u64>) {
@@ -429,12 +453,16 @@ pub fn apply_keys(
         apply::naming_rule(rt, doing, || apply::as_role(rt.source_owner, || rt.lock_sources(keys)));
     }
     let (changed, conflicts) = apply::naming_rule(rt, "propagation to", || {
-        apply::as_role(rt.target_owner, || match row {
-            Some(row) => {
+        apply::as_role(rt.target_owner, || match rows {
+            Rows::One(row) => {
                 let changed = rt.flush_row(row);
                 (changed, counted(changed, rt.one_target_row_per_key, &|| rt.conflicts_row(row)))
             }
-            None => {
+            Rows::Moved(tids) => {
+                let changed = rt.refill(keys, tids);
+                (changed, counted(changed, true, &|| rt.refill_conflicts(keys, tids)))
+            }
+            Rows::Keys => {
                 let changed = rt.flush(keys);
                 (changed, counted(changed, rt.one_target_row_per_key, &|| rt.conflicts(keys)))
             }
@@ -469,7 +497,7 @@ const TRANSACTION_LEVEL: [&str; 5] = ["40", "53", "57", "58", "XX"];
 /// statement; on failure only it is rolled back, a `failed` log row and a queue item are
 /// written, and the caller's write goes on. Async: the keys are queued, nothing else (re-syncs
 /// run at once, as isolated).
-fn run_and_log(rt: &RuleRuntime, keys: &[Vec<Datum>], row: Option<&SourceRow>, operation: &str, reverse: bool) -> u64 {
+fn run_and_log(rt: &RuleRuntime, keys: &[Vec<Datum>], rows: Rows<'_>, operation: &str, reverse: bool) -> u64 {
     let mode = log::mode_of(rt);
     // re-syncs and re-fills of re-parented rows are not deferred: a filled row is complete
     if mode == SyncMode::Async && operation != "sync" && operation != "fill" {
@@ -481,7 +509,7 @@ fn run_and_log(rt: &RuleRuntime, keys: &[Vec<Datum>], row: Option<&SourceRow>, o
     apply::with_spi(|| {
         let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
         let outcome = log::Outcome { operation, reverse, source_rows: keys.len() as i64, role, attempt: 1 };
-        let work = || apply_keys(rt, keys, row, operation, reverse);
+        let work = || apply_keys(rt, keys, rows, operation, reverse);
         let (changed, conflicts) = if mode == SyncMode::Strict {
             work()
         } else {
@@ -590,7 +618,7 @@ fn target_fill_trigger<'a>(
                         None => _ = p.fills.insert(name.to_string(), 1),
                     }
                 });
-                if no_statement_triggers() {
+                if flush_now(trigger, rt.target.oid) {
                     log_fills(name);
                 }
                 Ok(Some(PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(desc), new)))
@@ -608,27 +636,30 @@ fn note_refill(trigger: &PgTrigger<'_>) {
         return;
     }
     let Some(key) = note_key(trigger, &rt, &rt.target_key_attnums) else { return };
+    let data = trigger.trigger_data();
+    let tid = unsafe { ((*data.tg_newtuple).t_self, (*data.tg_relation).rd_id) };
     PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        match p.refill_keys.get_mut(name) {
-            Some(keys) => keys.push(key),
-            None => _ = p.refill_keys.insert(name.to_string(), vec![key]),
+        match p.refill_rows.get_mut(name) {
+            Some(rows) => rows.push((key, tid)),
+            None => _ = p.refill_rows.insert(name.to_string(), vec![(key, tid)]),
         }
     });
-    if no_statement_triggers() {
+    if flush_now(trigger, rt.target.oid) {
         refill(name);
     }
 }
 
-/// Re-fills the target rows re-parented to the noted keys: a propagation from those source
-/// rows, logged as `fill`.
+/// Re-fills the noted re-parented target rows (only them: the new parent's other rows may hold
+/// a value written by hand) from their new source rows, logged as `fill`.
 fn refill(name: &str) {
-    let keys = PENDING.with(|p| p.borrow_mut().refill_keys.remove(name)).unwrap_or_default();
-    if keys.is_empty() {
+    let rows = PENDING.with(|p| p.borrow_mut().refill_rows.remove(name)).unwrap_or_default();
+    if rows.is_empty() {
         return;
     }
     let Some(rt) = apply::runtime(name) else { return };
-    run_and_log(&rt, &keys, None, "fill", false);
+    let (keys, tids): (Vec<Vec<Datum>>, Vec<(pg_sys::ItemPointerData, pg_sys::Oid)>) = rows.into_iter().unzip();
+    run_and_log(&rt, &keys, Rows::Moved(&tids), "fill", false);
 }
 
 /// AFTER INSERT OR UPDATE OF <match columns> FOR EACH STATEMENT on the target: one log row for

@@ -88,6 +88,11 @@ pub struct RulePlan {
     /// timestamp is newer. Same parameters as `flush_one` / `flush_many`.
     pub conflicts_one: Option<String>,
     pub conflicts_many: Option<String>,
+    /// Re-fills target rows re-parented by one statement: `flush_many` limited to those rows.
+    /// `$1..$n`: arrays of the new match keys; `$n+1`, `$n+2`: the rows' tids and tables. Empty
+    /// for append rules.
+    pub refill: String,
+    pub refill_conflicts: Option<String>,
     /// Bidirectional rules: propagate target rows back to their source row. `$1..$n`: the
     /// target's match values (one set, or arrays).
     pub reverse_one: Option<String>,
@@ -386,6 +391,8 @@ impl<'a> Planner<'a> {
             lock_many: String::new(),
             conflicts_one: None,
             conflicts_many: None,
+            refill: String::new(),
+            refill_conflicts: None,
             reverse_one: None,
             reverse_many: None,
             reverse_conflicts_one: None,
@@ -440,6 +447,17 @@ impl<'a> Planner<'a> {
         let flush_many = self.update(self.source_rows(&many_from, &many));
         let conflicts_one = self.conflicts(self.source_rows("", &one));
         let conflicts_many = self.conflicts(self.source_rows(&many_from, &many));
+        // only the re-parented rows: other rows of the key may hold a value written by hand
+        // (by tid and table: a partition's tids are its own; rows of partitions are re-filled
+        // one at a time, see `flush_now`, so the two lists never pair up wrongly)
+        let moved = format!(
+            "\n  AND {t}.ctid OPERATOR(pg_catalog.=) ANY (${})\n  AND {t}.tableoid OPERATOR(pg_catalog.=) ANY (${})",
+            key.len() + 1,
+            key.len() + 2,
+            t = self.target.name.sql()
+        );
+        let refill = format!("{flush_many}{moved}");
+        let refill_conflicts = conflicts_many.as_ref().map(|sql| format!("{sql}{moved}"));
         let [reverse_one, reverse_many, reverse_conflicts_one, reverse_conflicts_many] = self.reverse_plans();
 
         let mut fill_lookup = format!(
@@ -536,6 +554,8 @@ impl<'a> Planner<'a> {
             lock_many,
             conflicts_one,
             conflicts_many,
+            refill,
+            refill_conflicts,
             reverse_one,
             reverse_many,
             reverse_conflicts_one,

@@ -74,6 +74,12 @@ UPDATE app.lost_pets SET owner_id = CASE id WHEN 20 THEN 1 WHEN 12 THEN 1 ELSE 9
 SELECT * FROM app.lost_pets WHERE id IN (12, 20, 22) ORDER BY id;
 SELECT operation, source_key, source_rows, rows_changed FROM data_sync.sync_log ORDER BY id DESC LIMIT 1;
 UPDATE app.lost_pets SET owner_id = CASE id WHEN 20 THEN 3 WHEN 12 THEN 2 ELSE 99 END WHERE id IN (12, 20, 22);
+-- only the re-parented rows are re-filled: a value written by hand into another row of the new
+-- owner stays (until sync_all*)
+UPDATE app.lost_pets SET contact_phone = 'by hand' WHERE id = 12;
+UPDATE app.lost_pets SET owner_id = 2 WHERE id = 20;
+SELECT * FROM app.lost_pets WHERE owner_id = 2 ORDER BY id;
+UPDATE app.lost_pets SET owner_id = 3 WHERE id = 20;
 -- an UPDATE of the target that does not touch the match column leaves copies alone
 UPDATE app.lost_pets SET status = 'found', contact_phone = 'manual' WHERE id = 21;
 SELECT * FROM app.lost_pets WHERE id = 21;
@@ -165,4 +171,29 @@ UPDATE old.pets SET owner_id = 1 WHERE id = 10;
 SELECT * FROM old.pets ORDER BY id;
 SELECT * FROM data_sync.drop_rule('phone');
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'data\_sync\_%';
+ROLLBACK;
+
+-- Partitioned tables: rows written through a partition fire the partition's (cloned) row
+-- triggers but not the partitioned table's statement triggers, so they propagate row by row.
+BEGIN;
+CREATE EXTENSION data_sync;
+CREATE SCHEMA part;
+CREATE TABLE part.users (id bigint PRIMARY KEY, phone text) PARTITION BY RANGE (id);
+CREATE TABLE part.users_1 PARTITION OF part.users FOR VALUES FROM (1) TO (100);
+CREATE TABLE part.users_2 PARTITION OF part.users FOR VALUES FROM (100) TO (200);
+CREATE TABLE part.pets (id bigint, owner_id bigint, contact_phone text, PRIMARY KEY (id, owner_id)) PARTITION BY LIST (owner_id);
+CREATE TABLE part.pets_a PARTITION OF part.pets FOR VALUES IN (1, 101);
+CREATE TABLE part.pets_b PARTITION OF part.pets FOR VALUES IN (2, 102);
+INSERT INTO part.users VALUES (1, '1'), (2, '2'), (101, '101'), (102, '102');
+SELECT count(*) FROM data_sync.add_rule('phone', 'part.users', 'part.pets', '{"owner_id": "id"}', '{"contact_phone": "phone"}');
+INSERT INTO part.pets (id, owner_id) VALUES (10, 1), (11, 2), (12, 101);   -- filled
+INSERT INTO part.pets_b (id, owner_id) VALUES (13, 102);                     -- through a partition
+UPDATE part.users SET phone = phone || 'x';                                   -- the partitioned table
+UPDATE part.users_2 SET phone = phone || 'y' WHERE id = 101;                  -- a partition
+UPDATE part.pets SET owner_id = 101 WHERE id = 10;                            -- re-parented
+UPDATE part.pets_b SET contact_phone = 'by hand' WHERE id = 13;
+UPDATE part.pets_b SET owner_id = 2 WHERE id = 13;                            -- re-parented in a partition
+SELECT p.tableoid::regclass, p.* FROM part.pets p ORDER BY id;
+SELECT * FROM data_sync.check();
+SELECT operation, source_key, source_rows, rows_changed FROM data_sync.sync_log ORDER BY id;
 ROLLBACK;

@@ -82,6 +82,19 @@ SELECT * FROM w.state;
 INSERT INTO w.pets VALUES (3, 'Kit', 2.00, '2026-07-02');
 SELECT * FROM w.state;
 
+-- 8. A record moved to another pet (re-parented) and now that pet's latest: last write wins as
+--    for any other write. Newer than the pet's weight: the pet takes the record's weight; older:
+--    the record takes the pet's.
+INSERT INTO w.health_records VALUES (30, 2, 9.00, '2026-08-01', 'wrong pet'), (31, 2, 8.00, '2026-01-15', 'old');
+UPDATE w.health_records SET pet_id = 3 WHERE id = 30;
+UPDATE w.health_records SET pet_id = 3, recorded_at = '2026-07-03' WHERE id = 31;
+SELECT id, weight_kg, weight_updated_at FROM w.pets WHERE id = 3;
+SELECT id, pet_id, weight, recorded_at FROM w.health_records WHERE id IN (30, 31) ORDER BY id;
+DELETE FROM w.health_records WHERE id = 30;
+UPDATE w.health_records SET pet_id = 2 WHERE id = 31;    -- back, older than pet 2's weight
+SELECT id, pet_id, weight, recorded_at FROM w.health_records WHERE id = 31;
+SELECT * FROM data_sync.check();
+
 SELECT rule_name, operation, source_table, source_key, source_rows, target_table, rows_changed, status
 FROM data_sync.sync_log ORDER BY id;
 -- drift: none (append rules are not checked: their rows are history)
@@ -112,4 +125,19 @@ UPDATE a.items SET price = 10.50 WHERE id = 2;                -- one row, hidden
 UPDATE a.items SET price = price + 1 WHERE id IN (1, 2, 3);   -- three rows: two appended
 UPDATE a.items SET price = NULL WHERE id = 3;                 -- NULL price: not appended
 SELECT item_id, price, label, snapshot FROM a.price_history ORDER BY id;
+-- values that need the table itself (a system column) cannot read the one changed row's values:
+-- such a rule reads the row from the table, for one row as for many
+SELECT * FROM data_sync.load_rules($$
+[[rule]]
+name = "prices"
+kind = "append"
+source = "a.items"
+target = "a.price_history"
+set = { item_id = "id", price = "price" }
+values = { label = "items.tableoid::regclass::text" }
+$$);
+UPDATE a.items SET price = 5 WHERE id = 1;
+UPDATE a.items SET price = 6 WHERE id IN (1, 3);
+SELECT item_id, price, label FROM a.price_history WHERE label = 'a.items' ORDER BY id;
+SELECT status, count(*) FROM data_sync.sync_log GROUP BY 1;
 ROLLBACK;
