@@ -339,16 +339,7 @@ pub(crate) fn check_statements(rule: &Rule, source: &TableInfo, target: &TableIn
         if sql.is_empty() {
             continue;
         }
-        let outcome = subxact::try_catch(|| {
-            apply::with_spi(|| unsafe {
-                let query = std::ffi::CString::new(sql.as_str()).unwrap();
-                let p = pg_sys::SPI_prepare(query.as_ptr(), types.len() as i32, types.as_ptr() as *mut Oid);
-                if !p.is_null() {
-                    pg_sys::SPI_freeplan(p);
-                }
-            })
-        });
-        if let Err(message) = outcome {
+        if let Err(message) = apply::try_prepare(&sql, types) {
             let field = if rule.where_clause.is_some() {
                 "where"
             } else if !rule.values.is_empty() {

@@ -62,6 +62,11 @@ pub struct RuleRuntime {
 /// Whether a statement with parameters of these types prepares without error.
 fn compiles(sql: &str, types: &[u32]) -> bool {
     let types: Vec<Oid> = types.iter().map(|&t| Oid::from(t)).collect();
+    try_prepare(sql, &types).is_ok_and(|prepared| prepared)
+}
+
+/// Prepares (and frees) a statement in a subtransaction: the error, if it does not compile.
+pub fn try_prepare(sql: &str, types: &[Oid]) -> Result<bool, crate::subxact::Caught> {
     let query = CString::new(sql).expect("planned SQL has no NUL");
     crate::subxact::try_catch(|| {
         with_spi(|| unsafe {
@@ -72,7 +77,6 @@ fn compiles(sql: &str, types: &[u32]) -> bool {
             !plan.is_null()
         })
     })
-    .unwrap_or(false)
 }
 
 /// An SPI plan kept in CacheMemoryContext for the life of the runtime.
@@ -339,23 +343,8 @@ impl RuleRuntime {
         match keys.len() {
             0 => 0,
             1 => self.execute(one.0, one.1, &self.key_scalar_types(), &keys[0], &vec![false; keys[0].len()]),
-            n => {
-                let arrays: Vec<Datum> = (0..self.key_types.len())
-                    .map(|col| {
-                        let kt = self.key_types[col];
-                        let mut elems: Vec<Datum> = keys.iter().map(|k| k[col]).collect();
-                        unsafe {
-                            Datum::from(pg_sys::construct_array(
-                                elems.as_mut_ptr(),
-                                n as i32,
-                                kt.oid,
-                                kt.len as i32,
-                                kt.byval,
-                                kt.align,
-                            ))
-                        }
-                    })
-                    .collect();
+            _ => {
+                let arrays = self.key_arrays(keys);
                 self.execute(many.0, many.1, &self.key_array_types(), &arrays, &vec![false; arrays.len()])
             }
         }
@@ -378,11 +367,12 @@ impl RuleRuntime {
         Some(unsafe { count_of_result() })
     }
 
-    /// Arrays of the keys (per key column), then the arrays of tids and of their tables.
-    fn refill_args(&self, keys: &[Vec<Datum>], tids: &[(pg_sys::ItemPointerData, Oid)]) -> (Vec<Oid>, Vec<Datum>) {
-        let mut args: Vec<Datum> = (0..self.key_types.len())
-            .map(|col| {
-                let kt = self.key_types[col];
+    /// One array per key column of the keys' values.
+    fn key_arrays(&self, keys: &[Vec<Datum>]) -> Vec<Datum> {
+        self.key_types
+            .iter()
+            .enumerate()
+            .map(|(col, kt)| {
                 let mut elems: Vec<Datum> = keys.iter().map(|k| k[col]).collect();
                 unsafe {
                     Datum::from(pg_sys::construct_array(
@@ -395,7 +385,12 @@ impl RuleRuntime {
                     ))
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Arrays of the keys (per key column), then the arrays of tids and of their tables.
+    fn refill_args(&self, keys: &[Vec<Datum>], tids: &[(pg_sys::ItemPointerData, Oid)]) -> (Vec<Oid>, Vec<Datum>) {
+        let mut args = self.key_arrays(keys);
         let mut tables: Vec<Datum> = tids.iter().map(|(_, table)| Datum::from(*table)).collect();
         let mut tids: Vec<Datum> = tids.iter().map(|(tid, _)| Datum::from(tid as *const _)).collect();
         args.push(unsafe {
