@@ -8,6 +8,8 @@ pub mod catalog;
 pub mod citus;
 pub mod plan;
 pub mod rules;
+#[doc(hidden)]
+pub mod testing;
 pub mod validate;
 
 /// A rejection, worded for the DBA: it names the rule or entity and the field at fault.

@@ -502,39 +502,7 @@ pub fn check_cycles(rules: &[Rule]) -> Result<(), Error> {
 pub(crate) mod tests {
     use super::*;
     use crate::rules::parse_document;
-
-    pub fn col(name: &str, ty: &str) -> ColumnInfo {
-        let oid = match ty {
-            "bigint" => 20,
-            "integer" => 23,
-            "text" => 25,
-            "json" => 114,
-            "uuid" => 2950,
-            "numeric" => 1700,
-            "timestamptz" => 1184,
-            _ => 1,
-        };
-        ColumnInfo {
-            name: name.into(),
-            attnum: 1,
-            type_oid: oid,
-            typmod: -1,
-            type_name: ty.into(),
-            eq_schema: (ty != "json").then(|| "pg_catalog".to_string()),
-        }
-    }
-
-    pub fn tbl(schema: &str, name: &str, cols: &[(&str, &str)], unique: &[&[&str]]) -> TableInfo {
-        TableInfo {
-            name: TableName::new(schema, name),
-            oid: 1,
-            row_type_oid: 2,
-            is_table: true,
-            caller_owns: true,
-            columns: cols.iter().map(|(n, t)| col(n, t)).collect(),
-            unique_keys: unique.iter().map(|u| u.iter().map(|c| c.to_string()).collect()).collect(),
-        }
-    }
+    pub use crate::testing::tbl;
 
     pub fn tailtracker() -> Catalog {
         let mut c = Catalog::new();

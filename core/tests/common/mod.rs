@@ -5,45 +5,13 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
-use data_sync_core::catalog::{Catalog, ColumnInfo, TableInfo, TableName};
+use data_sync_core::catalog::{Catalog, TableInfo};
 use data_sync_core::plan::{Planner, RulePlan};
 use data_sync_core::rules::{parse_document, Document};
 use data_sync_core::validate::{self, Entity, Rule};
 use data_sync_core::Error;
 
-pub fn col(name: &str, ty: &str) -> ColumnInfo {
-    let oid = match ty {
-        "bigint" => 20,
-        "integer" => 23,
-        "text" => 25,
-        "json" => 114,
-        "uuid" => 2950,
-        "numeric" => 1700,
-        "timestamptz" => 1184,
-        other => panic!("fake catalog: unknown type {other}"),
-    };
-    ColumnInfo {
-        name: name.into(),
-        attnum: 1,
-        type_oid: oid,
-        typmod: -1,
-        type_name: ty.into(),
-        // json has no equality operator, as in the server
-        eq_schema: (ty != "json").then(|| "pg_catalog".to_string()),
-    }
-}
-
-pub fn tbl(schema: &str, name: &str, cols: &[(&str, &str)], unique: &[&[&str]]) -> TableInfo {
-    TableInfo {
-        name: TableName::new(schema, name),
-        oid: 1,
-        row_type_oid: 2,
-        is_table: true,
-        caller_owns: true,
-        columns: cols.iter().map(|(n, t)| col(n, t)).collect(),
-        unique_keys: unique.iter().map(|u| u.iter().map(|c| c.to_string()).collect()).collect(),
-    }
-}
+pub use data_sync_core::testing::tbl;
 
 /// 63 bytes: the longest identifier the server keeps (NAMEDATALEN - 1), two bytes a letter.
 pub fn longest_unicode_name() -> String {
