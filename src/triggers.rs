@@ -40,6 +40,14 @@ struct Pending {
     fills: HashMap<String, u64>,
 }
 
+/// Adds one noted item to a rule's list (the name is copied only for a statement's first row).
+fn note<T>(lists: &mut HashMap<String, Vec<T>>, rule: &str, item: T) {
+    match lists.get_mut(rule) {
+        Some(list) => list.push(item),
+        None => _ = lists.insert(rule.to_string(), vec![item]),
+    }
+}
+
 thread_local! {
     static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
     /// The propagations under way in this backend, outermost first: (rule, reverse?).
@@ -234,11 +242,7 @@ fn source_row_trigger<'a>(
                 let row = source_row(trigger, &rt);
                 p.rows.insert(name.to_string(), row);
             }
-            // (the name is copied only for a statement's first row)
-            match p.keys.get_mut(name) {
-                Some(keys) => keys.push(key),
-                None => _ = p.keys.insert(name.to_string(), vec![key]),
-            }
+            note(&mut p.keys, name, key);
         });
         if flush_now(trigger, rt.source.oid) {
             flush_source(name, statement_operation(trigger));
@@ -313,13 +317,7 @@ fn reverse_row_trigger<'a>(
         return Ok(None);
     }
     if let Some(key) = note_key(trigger, &rt, &rt.target_key_attnums) {
-        PENDING.with(|p| {
-            let mut p = p.borrow_mut();
-            match p.reverse_keys.get_mut(name) {
-                Some(keys) => keys.push(key),
-                None => _ = p.reverse_keys.insert(name.to_string(), vec![key]),
-            }
-        });
+        PENDING.with(|p| note(&mut p.borrow_mut().reverse_keys, name, key));
         if flush_now(trigger, rt.target.oid) {
             flush_reverse(name, statement_operation(trigger));
         }
@@ -638,13 +636,7 @@ fn note_refill(trigger: &PgTrigger<'_>) {
     let Some(key) = note_key(trigger, &rt, &rt.target_key_attnums) else { return };
     let data = trigger.trigger_data();
     let tid = unsafe { ((*data.tg_newtuple).t_self, (*data.tg_relation).rd_id) };
-    PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        match p.refill_rows.get_mut(name) {
-            Some(rows) => rows.push((key, tid)),
-            None => _ = p.refill_rows.insert(name.to_string(), vec![(key, tid)]),
-        }
-    });
+    PENDING.with(|p| note(&mut p.borrow_mut().refill_rows, name, (key, tid)));
     if flush_now(trigger, rt.target.oid) {
         refill(name);
     }
