@@ -31,6 +31,7 @@ demo-stop:
 # Pure-Rust tests of the rule parser/planner, no PostgreSQL needed.
 unit:
 	cargo test -p data_sync_core
+	python3 scripts/check_role_table.py
 
 # #[pg_test]s: pgrx cannot run initdb as root, so run the server as postgres in a
 # directory postgres owns.

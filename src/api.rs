@@ -108,6 +108,9 @@ fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -
         check_where(rule);
         check_statements(rule, source, target);
         check_target_owner_reads_source(rule, source, target);
+        if let Some(reason) = cross_owner_policies(rule, source, target) {
+            ereport!(ERROR, PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, format!("data_sync: {reason}"));
+        }
         check_citus_placement(rule, source, target);
     }
 
@@ -239,7 +242,7 @@ fn check_citus_placement(rule: &Rule, source: &TableInfo, target: &TableInfo) {
         Spi::connect(|client| {
             let row = client
                 .select(
-                    "SELECT p.partmethod::text,
+                    "SELECT p.partmethod::pg_catalog.text,
                             CASE WHEN p.partkey IS NOT NULL
                                  THEN pg_catalog.column_to_column_name(p.logicalrelid, p.partkey) END,
                             p.colocationid
@@ -265,7 +268,67 @@ fn check_citus_placement(rule: &Rule, source: &TableInfo, target: &TableInfo) {
         .unwrap_or_else(|e| reject(&e.message));
 }
 
+/// Why a rule would run one table owner's row-level-security policies as another role, if it
+/// would: a propagation of many rows (and a re-sync) reads the source as the target's owner, and
+/// the fill of a `latest_by` rule and the way back of a bidirectional one read the target as the
+/// source's owner. Policies are code of their table's owner; data_sync runs code a role controls
+/// as that role or not at all, so such rules are refused (and disabled if RLS is enabled later).
+pub(crate) fn cross_owner_policies(rule: &Rule, source: &TableInfo, target: &TableInfo) -> Option<String> {
+    let facts = |t: &TableInfo| {
+        Spi::get_two_with_args::<Oid, bool>(
+            "SELECT relowner, relrowsecurity FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
+            &[Oid::from(t.oid).into()],
+        )
+        .ok()
+    };
+    let (Some((Some(source_owner), Some(source_rls))), Some((Some(target_owner), Some(target_rls)))) =
+        (facts(source), facts(target))
+    else {
+        return None;
+    };
+    if source_owner == target_owner {
+        return None;
+    }
+    let target_read_by_source_owner = rule.bidirectional || rule.latest_by.is_some();
+    let (table, reader) = if source_rls && rule.kind == RuleKind::Copy {
+        (&source.name, "the target's owner")
+    } else if target_rls && target_read_by_source_owner {
+        (&target.name, "the source's owner")
+    } else {
+        return None;
+    };
+    Some(format!(
+        "rule \"{}\": {table} has row-level security and the rule's tables have different owners: \
+         propagation reads it as {reader}, which would run its owner's policies as another role \
+         (give both tables one owner, or disable row-level security on {table})",
+        rule.name
+    ))
+}
+
 fn check_target_owner_reads_source(rule: &Rule, source: &TableInfo, target: &TableInfo) {
+    // the owner each side is read as must be able to reach the other side's schema
+    let mut schemas = vec![(target, source)];
+    if rule.bidirectional || rule.latest_by.is_some() {
+        schemas.push((source, target));
+    }
+    for (writer, read) in schemas {
+        let allowed = Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.has_schema_privilege(c.relowner, $2, 'USAGE')
+             FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
+            &[Oid::from(writer.oid).into(), read.name.schema.as_str().into()],
+        );
+        if allowed != Ok(Some(true)) {
+            reject(&format!(
+                "rule \"{}\": permission denied: role \"{}\", owner of {}, has no USAGE on schema {}; \
+                 propagation into a table runs as its owner (GRANT USAGE ON SCHEMA first)",
+                rule.name,
+                owner_name(writer),
+                writer.name,
+                ident(&read.name.schema)
+            ));
+        }
+    }
+
     let mut needs: Vec<(&TableInfo, &TableInfo, &str)> = Vec::new();
     let source_columns =
         rule.source_key.iter().map(String::as_str).chain(rule.copies.iter().map(|p| p.source.as_str()));
@@ -286,14 +349,7 @@ fn check_target_owner_reads_source(rule: &Rule, source: &TableInfo, target: &Tab
             &[Oid::from(writer.oid).into(), Oid::from(read.oid).into(), column.into()],
         );
         if allowed != Ok(Some(true)) {
-            let owner = Spi::get_one_with_args::<String>(
-                "SELECT pg_catalog.pg_get_userbyid(relowner)::text FROM pg_catalog.pg_class
-                 WHERE oid OPERATOR(pg_catalog.=) $1",
-                &[Oid::from(writer.oid).into()],
-            )
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+            let owner = owner_name(writer);
             reject(&format!(
                 "rule \"{}\": permission denied: role \"{owner}\", owner of {}, cannot read {}.{}; \
                  propagation into a table runs as its owner (GRANT SELECT first)",
@@ -301,6 +357,17 @@ fn check_target_owner_reads_source(rule: &Rule, source: &TableInfo, target: &Tab
             ));
         }
     }
+}
+
+fn owner_name(table: &TableInfo) -> String {
+    Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.pg_get_userbyid(relowner)::pg_catalog.text FROM pg_catalog.pg_class
+         WHERE oid OPERATOR(pg_catalog.=) $1",
+        &[Oid::from(table.oid).into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default()
 }
 
 /// Prepares (and discards) every statement of the rule, turning a server error into a
@@ -390,10 +457,12 @@ fn apply_entities(entities: &[Entity], cat: &Catalog) -> Vec<(String, String, St
         validate::require_owner(&format!("entity \"{}\"", entity.name), "table", info)
             .unwrap_or_else(|e| reject(&e.message));
         let key_type = info.column(&entity.key).expect("validated key").type_oid;
-        let key_type =
-            Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regtype::text", &[Oid::from(key_type).into()])
-                .expect("regtype")
-                .expect("type name");
+        let key_type = Spi::get_one_with_args::<String>(
+            "SELECT $1::pg_catalog.regtype::pg_catalog.text",
+            &[Oid::from(key_type).into()],
+        )
+        .expect("regtype")
+        .expect("type name");
         let functions = [
             (
                 entity.function_name(),
@@ -607,6 +676,25 @@ fn require_access(rule: &Rule, source: &TableInfo, target: &TableInfo, access: A
             == pg_sys::AclResult::ACLCHECK_OK
     };
     let (update, select) = (pg_sys::ACL_UPDATE as pg_sys::AclMode, pg_sys::ACL_SELECT as pg_sys::AclMode);
+    // Re-syncs and checks read and write as the tables' owners: row-level security that would
+    // hide rows from the caller does not apply there, so a caller it applies to is refused
+    // rather than shown (or made to rewrite) rows it cannot see.
+    for table in [source, target] {
+        let rls = unsafe { pg_sys::check_enable_rls(Oid::from(table.oid), pg_sys::InvalidOid, true) };
+        if rls == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
+            pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "data_sync: rule \"{}\": permission denied: row-level security of {} applies to this role, \
+                     and re-syncs and checks see every row",
+                    rule.name, table.name
+                ),
+                "data_sync",
+            )
+            .set_hint("Run it as the table's owner or as a role with BYPASSRLS.")
+            .report(PgLogLevel::ERROR);
+        }
+    }
     let needs = match access {
         Access::Sync if has(source, update) || has(target, update) => return,
         Access::Check if has(source, select) && has(target, select) => return,
@@ -715,7 +803,7 @@ fn resync(rt: &RuleRuntime, range: Option<(Option<&str>, Option<&str>)>) -> i64 
         [("from_key", from), ("to_key", to)].map(|(field, bound)| {
             bound.map(|text| {
                 let key = vec![text.to_string()];
-                subxact::try_catch(std::panic::AssertUnwindSafe(|| rt.keys_from_text(&[&key])[0][0]))
+                subxact::try_catch(std::panic::AssertUnwindSafe(|| rt.keys_from_text(&[&key], false)[0][0]))
                     .unwrap_or_else(|e| reject(&format!("rule \"{name}\": {field}: {e}")))
             })
         })
@@ -744,10 +832,11 @@ fn resync(rt: &RuleRuntime, range: Option<(Option<&str>, Option<&str>)>) -> i64 
         let mut changed = 0i64;
         let (mut done, mut batches) = (0i64, 0i64);
         let mut previous: Option<(Vec<Datum>, *mut pg_sys::SPITupleTable)> = None;
+        // (source keys are read as the source's owner, like every read of the source)
         report_activity(name, done, rows);
         loop {
             let found = match (&previous, &bounds) {
-                (None, None) => apply::as_role(rt.target_owner, || {
+                (None, None) => apply::as_role(rt.source_owner, || {
                     rt.execute("keys_first", &rt.plan.keys_first, &[pg_sys::INT8OID], &[batch.into()], &[false])
                 }),
                 (Some((last, _)), None) => {
@@ -756,19 +845,19 @@ fn resync(rt: &RuleRuntime, range: Option<(Option<&str>, Option<&str>)>) -> i64 
                     let mut args = vec![Datum::from(batch)];
                     args.extend(last.iter().copied());
                     let nulls = vec![false; args.len()];
-                    apply::as_role(rt.target_owner, || {
+                    apply::as_role(rt.source_owner, || {
                         rt.execute("keys_after", &rt.plan.keys_after, &types, &args, &nulls)
                     })
                 }
                 (None, Some(b)) => {
                     let (types, args, nulls) = with_bounds(vec![Datum::from(batch)], b);
                     let sql = rt.plan.keys_range_first.as_deref().unwrap();
-                    apply::as_role(rt.target_owner, || rt.execute("keys_range_first", sql, &types, &args, &nulls))
+                    apply::as_role(rt.source_owner, || rt.execute("keys_range_first", sql, &types, &args, &nulls))
                 }
                 (Some((last, _)), Some(b)) => {
                     let (types, args, nulls) = with_bounds(vec![Datum::from(batch)], &[Some(last[0]), b[1]]);
                     let sql = rt.plan.keys_range_after.as_deref().unwrap();
-                    apply::as_role(rt.target_owner, || rt.execute("keys_range_after", sql, &types, &args, &nulls))
+                    apply::as_role(rt.source_owner, || rt.execute("keys_range_after", sql, &types, &args, &nulls))
                 }
             };
             if let Some((_, table)) = previous.take() {
@@ -933,7 +1022,7 @@ fn sync_entity_key(rules: &[Rule], ent: &Entity, key: Datum, key_type: Oid) -> i
         }
         let sql = Planner { rule: &rt.rule, source: &rt.source, target: &rt.target }.entity_keys(&ent.key);
         apply::with_spi(|| unsafe {
-            apply::as_role(rt.target_owner, || {
+            apply::as_role(rt.source_owner, || {
                 rt.execute(&format!("entity_keys {}", ent.key), &sql, &[key_type], &[key], &[false])
             });
             let (keys, table) = result_keys();

@@ -25,6 +25,33 @@ pub struct KeyType {
     pub align: std::ffi::c_char,
 }
 
+/// Attribute numbers of a rule's columns in one relation its triggers fire on: the rule's own
+/// table, or a partition of it, whose columns may be numbered differently (columns dropped before
+/// it was created, or a table attached as a partition). Source side: the source key, the values
+/// `flush_row` takes, the watched columns. Target side: the match key, the copied columns, the
+/// columns whose change re-fills a row.
+pub struct Layout {
+    pub key: Vec<i32>,
+    pub values: Vec<i32>,
+    pub watched: Vec<i32>,
+    /// A target partition: turns one of its rows into a row of the rule's table (whose row type
+    /// the fill lookup takes). The map is NULL when the two are laid out alike. Both live in
+    /// TopMemoryContext.
+    pub to_table: Option<(*mut pg_sys::TupleConversionMap, pg_sys::TupleDesc)>,
+}
+
+impl Layout {
+    fn of(columns: &[Vec<String>; 3], attnum: impl Fn(&String) -> Option<i32>) -> Option<Layout> {
+        let find = |list: &Vec<String>| list.iter().map(&attnum).collect::<Option<Vec<i32>>>();
+        Some(Layout {
+            key: find(&columns[0])?,
+            values: find(&columns[1])?,
+            watched: find(&columns[2])?,
+            to_table: None,
+        })
+    }
+}
+
 pub struct RuleRuntime {
     pub rule: Rule,
     pub plan: RulePlan,
@@ -37,21 +64,21 @@ pub struct RuleRuntime {
     /// The rule's tables as the log writes them (formatted once, not per log row).
     pub source_text: String,
     pub target_text: String,
-    pub source_key_attnums: Vec<i32>,
-    pub target_key_attnums: Vec<i32>,
-    pub fill_attnums: Vec<i32>,
+    /// Where the rule's columns are in its own tables (see `Layout`).
+    source_layout: Rc<Layout>,
+    target_layout: Rc<Layout>,
+    /// Layouts of partitions the rule's triggers fired on, by relation oid.
+    partition_layouts: RefCell<HashMap<Oid, Rc<Layout>>>,
+    /// The column names `Layout`s are made of, per side.
+    source_columns: [Vec<String>; 3],
+    target_columns: [Vec<String>; 3],
     /// Whether the fill lookup takes the new row and its old version's tid.
     pub fill_takes_row: bool,
     pub key_types: Vec<KeyType>,
-    /// Copy rules: the source columns a single-row propagation takes from the row trigger's
-    /// NEW tuple (`RulePlan::flush_row`), and their types.
-    pub row_attnums: Vec<i32>,
     pub row_types: Vec<KeyType>,
-    /// Columns whose change the row triggers act on (their `UPDATE OF` lists): watched source
-    /// columns, target columns whose change re-fills a row, copied target columns (the way back).
-    pub watched_attnums: Vec<i32>,
-    pub refill_attnums: Vec<i32>,
-    pub copied_target_attnums: Vec<i32>,
+    /// Whether the rule has expressions its definer wrote (`where`, `values`): its statements
+    /// are prepared and run under data_sync's pinned `search_path`, never the writer's.
+    pinned: bool,
     /// Whether a source key maintains at most one target row: the match columns are unique in
     /// the target, or `latest_by` picks one (rows tied for latest are rare; a conflict on a tied
     /// row may then go uncounted in the log, never unhandled).
@@ -154,11 +181,16 @@ pub fn runtime(name: &str) -> Option<Rc<RuleRuntime>> {
     if let Some(rt) = RUNTIMES.with(|r| r.borrow().get(name).cloned()) {
         return Some(rt);
     }
-    let rule = catalog::installed_rule(name)?;
-    if !rule.enabled {
-        return None;
-    }
-    let rt = Rc::new(build(rule)?);
+    // Catalog look-ups and planning under the pinned path: this may run inside a write, under
+    // the writer's search_path, as another rule's target owner (a chain).
+    let rt = with_pinned_search_path(|| {
+        let rule = catalog::installed_rule(name)?;
+        if !rule.enabled {
+            return None;
+        }
+        build(rule)
+    });
+    let rt = Rc::new(rt?);
     RUNTIMES.with(|r| r.borrow_mut().insert(name.to_string(), rt.clone()));
     Some(rt)
 }
@@ -175,11 +207,6 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
         plan.flush_row.clear();
     }
     let fill_takes_row = planner.fill_takes_row();
-    let attnum = |t: &TableInfo, c: &str| t.column(c).map(|c| c.attnum as i32);
-    let source_key_attnums = rule.source_key.iter().map(|c| attnum(&source, c)).collect::<Option<Vec<_>>>()?;
-    // append rules have no match keys and fill nothing
-    let target_key_attnums = rule.keys.iter().map(|p| attnum(&target, &p.target)).collect::<Option<Vec<_>>>()?;
-    let fill_attnums = rule.copies.iter().map(|p| attnum(&target, &p.target)).collect::<Option<Vec<_>>>()?;
     let type_facts = |types: &[u32]| -> Vec<KeyType> {
         types
             .iter()
@@ -193,14 +220,24 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
     };
     let key_types = type_facts(&plan.key_types);
     let row_types = type_facts(&plan.row_types);
-    let row_attnums = planner.row_columns().iter().map(|c| attnum(&source, c)).collect::<Option<Vec<_>>>()?;
-    let watched_attnums =
-        rule.watched_source_columns().into_iter().map(|c| attnum(&source, c)).collect::<Option<Vec<_>>>()?;
-    let copied_target_attnums = fill_attnums.clone();
+    let names = |list: &[&str]| list.iter().map(|c| c.to_string()).collect::<Vec<String>>();
+    let source_columns = [
+        rule.source_key.clone(),
+        planner.row_columns(),
+        names(&rule.watched_source_columns().into_iter().collect::<Vec<_>>()),
+    ];
+    // append rules have no match keys and fill nothing
+    let target_columns = [
+        rule.keys.iter().map(|p| p.target.clone()).collect(),
+        rule.copies.iter().map(|p| p.target.clone()).collect(),
+        planner.refill_columns(),
+    ];
+    let by_table = |t: &TableInfo, c: &String| t.column(c).map(|c| c.attnum as i32);
+    let source_layout = Rc::new(Layout::of(&source_columns, |c| by_table(&source, c))?);
+    let target_layout = Rc::new(Layout::of(&target_columns, |c| by_table(&target, c))?);
     let target_keys: Vec<&str> = rule.keys.iter().map(|p| p.target.as_str()).collect();
     let one_target_row_per_key = rule.latest_by.is_some()
         || target.unique_keys.iter().any(|uk| !uk.is_empty() && uk.iter().all(|c| target_keys.contains(&c.as_str())));
-    let refill_attnums = planner.refill_columns().iter().map(|c| attnum(&target, c)).collect::<Option<Vec<_>>>()?;
     let owner = |oid: u32| -> Option<Oid> {
         Spi::get_one_with_args::<Oid>(
             "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
@@ -212,6 +249,7 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
         "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) 'data_sync.sync_log'::pg_catalog.regclass",
     )
     .ok()??;
+    let pinned = rule.where_clause.is_some() || !rule.values.is_empty();
     Some(RuleRuntime {
         target_owner: owner(target.oid)?,
         source_owner: owner(source.oid)?,
@@ -222,16 +260,15 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
         plan,
         source,
         target,
-        source_key_attnums,
-        target_key_attnums,
-        fill_attnums,
+        source_layout,
+        target_layout,
+        partition_layouts: RefCell::new(HashMap::new()),
+        source_columns,
+        target_columns,
         fill_takes_row,
         key_types,
         row_types,
-        row_attnums,
-        watched_attnums,
-        refill_attnums,
-        copied_target_attnums,
+        pinned,
         one_target_row_per_key,
         plans: RefCell::new(HashMap::new()),
     })
@@ -240,14 +277,100 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
 /// The statements that write propagated values (see `RuleRuntime::execute`).
 const PROPAGATIONS: [&str; 5] = ["flush_one", "flush_many", "flush_row", "reverse_one", "reverse_many"];
 
+/// Which table of its rule a trigger function serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
 impl RuleRuntime {
+    /// Where the rule's columns are in the relation a trigger fired on, after making sure the
+    /// trigger is one data_sync installed for this rule: named as data_sync names it, for this
+    /// side, on the rule's table or one of its partitions. Anything else is refused: the trigger
+    /// functions are callable by anyone who may create a trigger, and the rule name is only an
+    /// argument; acting for another table would write the rule's target, as its owner, with
+    /// values of the caller's choosing, or read its source for them.
+    pub fn layout(&self, data: &pg_sys::TriggerData, side: Side) -> Rc<Layout> {
+        unsafe {
+            let rel = data.tg_relation;
+            let relid = (*rel).rd_id;
+            let name = std::ffi::CStr::from_ptr((*data.tg_trigger).tgname);
+            let expected = if side == Side::Source { 's' } else { 't' };
+            let (table, own, columns) = match side {
+                Side::Source => (self.source.oid, &self.source_layout, &self.source_columns),
+                Side::Target => (self.target.oid, &self.target_layout, &self.target_columns),
+            };
+            if data_sync_core::plan::trigger_side(&self.rule.name, name.to_bytes()) != Some(expected) {
+                self.refuse(name, rel);
+            }
+            if relid.to_u32() == table {
+                return own.clone();
+            }
+            if let Some(found) = self.partition_layouts.borrow().get(&relid) {
+                return found.clone();
+            }
+            if !is_partition_of(rel, Oid::from(table)) {
+                self.refuse(name, rel);
+            }
+            let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+            let attnum = |column: &String| {
+                desc.iter().find(|a| !a.is_dropped() && a.name() == column.as_str()).map(|a| a.attnum as i32)
+            };
+            let Some(mut layout) = Layout::of(columns, attnum) else { self.refuse(name, rel) };
+            if side == Side::Target {
+                let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+                let table_desc = pg_sys::lookup_rowtype_tupdesc_copy(Oid::from(self.target.row_type_oid), -1);
+                let partition_desc = pg_sys::CreateTupleDescCopy((*rel).rd_att);
+                let map = pg_sys::convert_tuples_by_name(partition_desc, table_desc);
+                pg_sys::MemoryContextSwitchTo(old);
+                layout.to_table = Some((map, table_desc));
+            }
+            let layout = Rc::new(layout);
+            self.partition_layouts.borrow_mut().insert(relid, layout.clone());
+            layout
+        }
+    }
+
+    fn refuse(&self, trigger: &std::ffi::CStr, rel: pg_sys::Relation) -> ! {
+        let table = unsafe {
+            let name = pg_sys::get_rel_name((*rel).rd_id);
+            if name.is_null() {
+                "?".into()
+            } else {
+                std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+            }
+        };
+        pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "data_sync: trigger \"{}\" on table \"{table}\" is not a trigger of rule \"{}\"",
+                trigger.to_string_lossy(),
+                self.rule.name
+            ),
+            "data_sync",
+        )
+        .set_hint("data_sync's trigger functions act only in the triggers data_sync installs on a rule's own tables.")
+        .report(PgLogLevel::ERROR);
+        unreachable!("ereport(ERROR) does not return")
+    }
+
     /// Runs a planned statement (prepared on first use) and returns the number of rows it
     /// processed. Must be called inside an SPI connection.
     /// `which` names the statement in the plan cache (and in errors).
     pub fn execute(&self, which: &str, sql: &str, arg_types: &[Oid], args: &[Datum], nulls: &[bool]) -> u64 {
+        if self.pinned {
+            // A rule's own expressions are re-analysed when the plan is revalidated under another
+            // search_path; run them under the one they were checked under at load.
+            return with_pinned_search_path(|| self.execute_plan(which, sql, arg_types, args, nulls));
+        }
+        self.execute_plan(which, sql, arg_types, args, nulls)
+    }
+
+    fn execute_plan(&self, which: &str, sql: &str, arg_types: &[Oid], args: &[Datum], nulls: &[bool]) -> u64 {
         let cached = self.plans.borrow().get(which).map(|p| p.0);
         let plan = cached.unwrap_or_else(|| {
-            let plan = prepare(sql, arg_types);
+            let plan = with_pinned_search_path(|| prepare(sql, arg_types));
             self.plans.borrow_mut().insert(which.to_string(), Plan(plan));
             plan
         });
@@ -438,8 +561,16 @@ impl RuleRuntime {
         keys.iter().map(|k| serde_json::Value::from(self.key_parts(k))).collect()
     }
 
-    /// The inverse of `keys_json`: key values read back from their text form (queue items).
-    pub fn keys_from_text(&self, keys: &[&Vec<String>]) -> Vec<Vec<Datum>> {
+    /// The inverse of `keys_json`: key values read back from their text form (queue items,
+    /// re-sync bounds). The type's input function (a domain's CHECK, a composite's fields) is
+    /// code of the key table's side, so it runs as that table's owner (the source's, or the
+    /// target's for a way back), never as the processing role, which may be a superuser.
+    pub fn keys_from_text(&self, keys: &[&Vec<String>], reverse: bool) -> Vec<Vec<Datum>> {
+        let owner = if reverse { self.target_owner } else { self.source_owner };
+        as_role(owner, || self.parse_keys(keys))
+    }
+
+    fn parse_keys(&self, keys: &[&Vec<String>]) -> Vec<Vec<Datum>> {
         let inputs: Vec<(Oid, Oid)> = self
             .key_types
             .iter()
@@ -521,6 +652,22 @@ pub unsafe fn count_of_result() -> u64 {
     i64::from_datum(d, isnull).unwrap_or(0) as u64
 }
 
+/// Whether `rel` is a partition, at any depth, of `table`.
+unsafe fn is_partition_of(rel: pg_sys::Relation, table: Oid) -> bool {
+    if !(*(*rel).rd_rel).relispartition {
+        return false;
+    }
+    with_spi(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT $2 OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT relid FROM pg_catalog.pg_partition_ancestors($1)))",
+            &[(*rel).rd_id.into(), table.into()],
+        )
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
 fn prepare(sql: &str, arg_types: &[Oid]) -> pg_sys::SPIPlanPtr {
     let query = CString::new(sql).expect("generated SQL has no NUL");
     unsafe {
@@ -554,6 +701,30 @@ pub fn as_role<T>(role: Oid, f: impl FnOnce() -> T) -> T {
     result
 }
 
+/// Runs `f` with `search_path` set to `pg_catalog, pg_temp`, as a function's `SET search_path`
+/// does: what data_sync resolves by name (catalog look-ups, a rule's own expressions) means what
+/// it meant when the rule was loaded, whatever the session's path. Restored on return; on error
+/// the (sub)transaction's abort restores it.
+pub fn with_pinned_search_path<T>(f: impl FnOnce() -> T) -> T {
+    let level = unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        level
+    };
+    let result = f();
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    result
+}
+
 /// Runs `f` inside an SPI connection (nested connections are fine in triggers).
 pub fn with_spi<T>(f: impl FnOnce() -> T) -> T {
     unsafe {
@@ -571,9 +742,16 @@ pub fn with_spi<T>(f: impl FnOnce() -> T) -> T {
 /// Runs `f`, re-raising any error with the rule and the target named (SQLSTATE, detail and
 /// hint kept), so a failing write says which propagation failed and why. The transaction is
 /// aborting anyway; this only adds context.
+///
+/// The error was raised as a table's owner, so its DETAIL may show what the writer cannot read
+/// (`Failing row contains (…)`, `Key (…)=(…) already exists`): it is kept only for a writer who
+/// may read both tables, and goes to the server log otherwise.
 pub fn naming_rule<T>(rt: &RuleRuntime, what: &str, f: impl FnOnce() -> T) -> T {
     let rule = rt.rule.name.as_str();
     let target = rt.rule.target.to_string();
+    // (the role the write runs as: inside `f` the user is switched, and not switched back on error)
+    let writer = unsafe { pg_sys::GetUserId() };
+    let tables = [rt.source.oid, rt.target.oid];
     PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
         .catch_others(|caught| {
             let report = match &caught {
@@ -590,7 +768,20 @@ pub fn naming_rule<T>(rt: &RuleRuntime, what: &str, f: impl FnOnce() -> T) -> T 
                 "data_sync",
             );
             if let Some(detail) = report.detail() {
-                error = error.set_detail(detail.to_string());
+                let reads = |table: u32| unsafe {
+                    pg_sys::pg_class_aclcheck(Oid::from(table), writer, pg_sys::ACL_SELECT as pg_sys::AclMode)
+                        == pg_sys::AclResult::ACLCHECK_OK
+                };
+                if tables.iter().all(|&t| reads(t)) {
+                    error = error.set_detail(detail.to_string());
+                } else {
+                    pg_sys::panic::ErrorReport::new(
+                        PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+                        format!("data_sync: rule \"{rule}\": detail withheld from the writing role: {detail}"),
+                        "data_sync",
+                    )
+                    .report(PgLogLevel::LOG_SERVER_ONLY);
+                }
             }
             if let Some(hint) = report.hint() {
                 error = error.set_hint(hint.to_string());

@@ -34,7 +34,7 @@ pub fn lookup(name: &TableName) -> Option<TableInfo> {
     Spi::connect(|client| {
         let row = client
             .select(
-                "SELECT c.oid, c.reltype, c.relkind IN ('r', 'p'),
+                "SELECT c.oid, c.reltype, c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p']::pg_catalog.\"char\"[]),
                         pg_catalog.pg_has_role(c.relowner, 'USAGE')
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
                  WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2",
@@ -62,7 +62,7 @@ pub fn lookup(name: &TableName) -> Option<TableInfo> {
 fn columns(client: &SpiClient<'_>, rel: pg_sys::Oid) -> Vec<ColumnInfo> {
     let rows = client
         .select(
-            "SELECT a.attname::text, a.attnum, a.atttypid, a.atttypmod, pg_catalog.format_type(a.atttypid, a.atttypmod)
+            "SELECT a.attname::pg_catalog.text, a.attnum, a.atttypid, a.atttypmod, pg_catalog.format_type(a.atttypid, a.atttypmod)
              FROM pg_catalog.pg_attribute a
              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
              ORDER BY a.attnum",
@@ -97,7 +97,7 @@ fn equality_schema(client: &SpiClient<'_>, type_oid: pg_sys::Oid) -> Option<Stri
     }
     client
         .select(
-            "SELECT n.nspname::text FROM pg_catalog.pg_operator o
+            "SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_operator o
              JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace
              WHERE o.oid OPERATOR(pg_catalog.=) $1",
             None,
@@ -112,10 +112,10 @@ fn equality_schema(client: &SpiClient<'_>, type_oid: pg_sys::Oid) -> Option<Stri
 fn unique_keys(client: &SpiClient<'_>, rel: pg_sys::Oid) -> Vec<Vec<String>> {
     let rows = client
         .select(
-            "SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum)
+            "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY a.attnum)
              FROM pg_catalog.pg_index i
              JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
-                  AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::int2[])
+                  AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::pg_catalog.int2[])
              WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisunique AND i.indpred IS NULL
                AND i.indexprs IS NULL AND i.indisvalid
              GROUP BY i.indexrelid, i.indisprimary
@@ -145,7 +145,7 @@ pub fn installed_rules() -> Vec<Rule> {
         Spi::connect(|client| {
             let rows = client
                 .select(
-                    "SELECT name, source_schema::text, source_table::text, target_schema::text, target_table::text,
+                    "SELECT name, source_schema::pg_catalog.text, source_table::pg_catalog.text, target_schema::pg_catalog.text, target_table::pg_catalog.text,
                         target_keys, source_keys, target_columns, source_columns, where_clause, enabled,
                         kind, latest_by, bidirectional, source_timestamp, target_timestamp,
                         value_columns, value_expressions, watch_columns, on_insert, mode, fire_on_replica
@@ -207,7 +207,8 @@ pub fn insert_rule(rule: &Rule) {
         None => (None, None),
     };
     // the role defining the rule, not the catalog owner it is written as
-    let defined_by = Spi::get_one::<String>("SELECT CURRENT_USER::text").expect("current_user").expect("a user");
+    let defined_by =
+        Spi::get_one::<String>("SELECT CURRENT_USER::pg_catalog.text").expect("current_user").expect("a user");
     as_catalog_owner(|| {
         Spi::run_with_args(
             "INSERT INTO data_sync.rules (name, source_schema, source_table, target_schema, target_table,
@@ -259,7 +260,7 @@ pub fn installed_entities() -> Vec<Entity> {
         Spi::connect(|client| {
             let rows = client
                 .select(
-                    "SELECT name, table_schema::text, table_name::text, key_column, related
+                    "SELECT name, table_schema::pg_catalog.text, table_name::pg_catalog.text, key_column, related
                  FROM data_sync.entities ORDER BY name",
                     None,
                     &[],
@@ -349,11 +350,13 @@ fn rule_triggers(rule: &str, legacy_only: bool) -> Vec<(String, String, pg_sys::
     Spi::connect(|client| {
         client
             .select(
-                "SELECT t.tgname::text, t.tgrelid::pg_catalog.regclass::text, c.relowner
+                "SELECT t.tgname::pg_catalog.text, t.tgrelid::pg_catalog.regclass::pg_catalog.text, c.relowner
                  FROM pg_catalog.pg_trigger t
                  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.tgrelid
                  JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid
                  WHERE t.tgname OPERATOR(pg_catalog.=) ANY ($1)
+                   -- a partition's clone of a partitioned table's trigger goes with its parent
+                   AND t.tgparentid OPERATOR(pg_catalog.=) 0::pg_catalog.oid
                    AND p.pronamespace OPERATOR(pg_catalog.=) 'data_sync'::pg_catalog.regnamespace",
                 None,
                 &[names.into()],

@@ -27,9 +27,21 @@ fn breakage(rule: &validate::Rule) -> Option<String> {
     }
     // expressions (where, values) name columns too: the statements must still prepare
     let (Some(Ok(source)), Some(Ok(target))) = (cat.get(&spec.source), cat.get(&spec.target)) else { return None };
-    subxact::try_catch(std::panic::AssertUnwindSafe(|| api::check_statements(rule, source, target)))
-        .err()
-        .map(|e| e.message.trim_start_matches("data_sync: ").to_string())
+    // as the target's owner, not whoever changed a table (maybe a superuser): parsing the rule's
+    // expressions may call its tables' owners' code
+    let owner = Spi::get_one_with_args::<pgrx::pg_sys::Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
+        &[pgrx::pg_sys::Oid::from(target.oid).into()],
+    )
+    .ok()
+    .flatten()?;
+    let checked = subxact::try_catch(std::panic::AssertUnwindSafe(|| {
+        apply::as_role(owner, || api::check_statements(rule, source, target))
+    }));
+    if let Err(e) = checked {
+        return Some(e.message.trim_start_matches("data_sync: ").to_string());
+    }
+    api::cross_owner_policies(rule, source, target)
 }
 
 const DISABLE: &str = "UPDATE data_sync.rules SET enabled = false, disabled_reason = $2
@@ -39,6 +51,34 @@ const LOG: &str = "INSERT INTO data_sync.sync_log
     (rule_name, operation, source_table, source_rows, target_table, rows_changed, status, error_message, role_name)
     VALUES ($1, 'ddl', $2, 0, $3, 0, 'disabled', $4, CURRENT_USER)";
 
+/// Disables the rule if it no longer fits its tables; whether it did.
+fn disable_if_broken(rule: &validate::Rule) -> bool {
+    let Some(reason) = breakage(rule) else { return false };
+    let reason = reason.trim_start_matches(&format!("rule \"{}\": ", rule.name)).to_string();
+    catalog::as_catalog_owner(|| {
+        Spi::run_with_args(DISABLE, &[rule.name.as_str().into(), reason.as_str().into()])?;
+        Spi::run_with_args(
+            LOG,
+            &[
+                rule.name.as_str().into(),
+                rule.source.to_string().into(),
+                rule.target.to_string().into(),
+                format!("rule disabled: {reason}").into(),
+            ],
+        )
+    })
+    .expect("data_sync catalog is writable");
+    catalog::drop_rule_triggers(&rule.name);
+    pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_WARNING,
+        format!("data_sync: rule \"{}\" disabled: {reason}", rule.name),
+        "data_sync",
+    )
+    .set_hint("Load the corrected rule (data_sync.load_rules or data_sync.add_rule) to enable it again.")
+    .report(PgLogLevel::WARNING);
+    true
+}
+
 /// Disables every enabled rule that no longer fits its tables; returns how many. Called by the
 /// `data_sync_ddl` event trigger; harmless to call by hand.
 #[pg_extern(volatile)]
@@ -46,30 +86,20 @@ const LOG: &str = "INSERT INTO data_sync.sync_log
 fn revalidate_rules() -> i64 {
     let mut disabled = 0;
     for rule in catalog::installed_rules().iter().filter(|r| r.enabled) {
-        let Some(reason) = breakage(rule) else { continue };
-        let reason = reason.trim_start_matches(&format!("rule \"{}\": ", rule.name)).to_string();
-        catalog::as_catalog_owner(|| {
-            Spi::run_with_args(DISABLE, &[rule.name.as_str().into(), reason.as_str().into()])?;
-            Spi::run_with_args(
-                LOG,
-                &[
-                    rule.name.as_str().into(),
-                    rule.source.to_string().into(),
-                    rule.target.to_string().into(),
-                    format!("rule disabled: {reason}").into(),
-                ],
+        // One rule that cannot be checked or disabled must not make every schema change in the
+        // database fail: it is reported, and the others are still checked.
+        match subxact::try_catch(std::panic::AssertUnwindSafe(|| disable_if_broken(rule))) {
+            Ok(true) => disabled += 1,
+            Ok(false) => {}
+            // (a cancel, a shutdown, running out of resources: not the rule's)
+            Err(e) if ["53", "57", "58"].iter().any(|c| e.sqlstate.starts_with(c)) => e.rethrow(),
+            Err(e) => pgrx::pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_WARNING,
+                format!("data_sync: rule \"{}\" could not be re-checked after this change: {}", rule.name, e.message),
+                "data_sync",
             )
-        })
-        .expect("data_sync catalog is writable");
-        catalog::drop_rule_triggers(&rule.name);
-        pgrx::pg_sys::panic::ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_WARNING,
-            format!("data_sync: rule \"{}\" disabled: {reason}", rule.name),
-            "data_sync",
-        )
-        .set_hint("Load the corrected rule (data_sync.load_rules or data_sync.add_rule) to enable it again.")
-        .report(PgLogLevel::WARNING);
-        disabled += 1;
+            .report(PgLogLevel::WARNING),
+        }
     }
     if disabled > 0 {
         apply::invalidate_all();

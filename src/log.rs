@@ -47,13 +47,16 @@ pub fn mode_of(rt: &RuleRuntime) -> SyncMode {
     })
 }
 
+/// These settings weaken or widen what the DBA promised (every propagation logged, a failing one
+/// retried, events announced), so only a superuser sets them: per database or role (`ALTER
+/// DATABASE … SET`, `ALTER ROLE … SET`) or in postgresql.conf, not any writer for its own session.
 pub fn register_gucs() {
     GucRegistry::define_enum_guc(
         c"data_sync.log_level",
         c"Which propagations are written to data_sync.sync_log.",
         c"all: every propagation and failure; failures: only failures; none: nothing.",
         &LOG_LEVEL,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_enum_guc(
@@ -62,7 +65,7 @@ pub fn register_gucs() {
         c"isolated: the propagation alone is rolled back, logged as failed and queued, and the write commits; \
 strict: the writing statement fails; async: propagations are queued and applied by data_sync.process_queue.",
         &FAILURE_MODE,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
@@ -70,7 +73,7 @@ strict: the writing statement fails; async: propagations are queued and applied 
         c"Channel on which each propagation is announced with NOTIFY (empty: none).",
         c"The payload is a JSON object: rule, operation, status, source, target, rows, changed, key.",
         &NOTIFY_CHANNEL,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
 }
@@ -88,7 +91,7 @@ pub struct Outcome<'a> {
 
 /// Logs a successful propagation. Must be called inside an SPI connection.
 pub fn propagation(rt: &RuleRuntime, outcome: &Outcome, source_key: Option<String>, rows_changed: i64) {
-    notify(rt, outcome, source_key.as_deref(), "ok", rows_changed);
+    notify(rt, outcome, "ok", rows_changed);
     if LOG_LEVEL.get() == LogLevel::All {
         write(rt, outcome, source_key, outcome.source_rows, rows_changed, "ok", None);
     }
@@ -97,7 +100,7 @@ pub fn propagation(rt: &RuleRuntime, outcome: &Outcome, source_key: Option<Strin
 /// Logs target rows a last-write-wins rule left alone because they were newer (`source_rows`
 /// counts them). Conflicts are logged unless logging is off.
 pub fn conflict(rt: &RuleRuntime, outcome: &Outcome, source_key: Option<String>, skipped: i64) {
-    notify(rt, outcome, source_key.as_deref(), "conflict", 0);
+    notify(rt, outcome, "conflict", 0);
     if LOG_LEVEL.get() != LogLevel::None {
         write(rt, outcome, source_key, skipped, 0, "conflict", None);
     }
@@ -126,13 +129,29 @@ fn write(
                 Some(Datum::from(rows_changed)),
                 Some(text_datum(status)),
                 error.map(|e| text_datum(&e.sqlstate)),
-                error.map(|e| text_datum(&e.message)),
+                error.map(|e| text_datum(bounded(&e.message))),
                 Some(Datum::from(outcome.attempt)),
                 Some(name_datum(outcome.role)),
             ],
             status != "ok",
         )
     });
+}
+
+/// Longest error message stored in `sync_log` and `data_sync.queue`: a message can carry any
+/// amount of a failing row's data (or of an attacker's choosing), and the log is kept for long.
+pub const MAX_ERROR_MESSAGE: usize = 1000;
+
+/// An error message cut to `MAX_ERROR_MESSAGE` bytes (at a character boundary).
+pub fn bounded(message: &str) -> &str {
+    if message.len() <= MAX_ERROR_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_ERROR_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
 }
 
 unsafe fn text_datum(s: &str) -> Datum {
@@ -317,7 +336,7 @@ unsafe fn index_info(n: usize, index_rel: pg_sys::Relation) -> *mut pg_sys::Inde
 
 /// Logs a failed propagation (unless logging is off). Must be called inside an SPI connection.
 pub fn failure(rt: &RuleRuntime, outcome: &Outcome, source_key: Option<String>, error: &crate::subxact::Caught) {
-    notify(rt, outcome, source_key.as_deref(), "failed", 0);
+    notify(rt, outcome, "failed", 0);
     if LOG_LEVEL.get() != LogLevel::None {
         write(rt, outcome, source_key, outcome.source_rows, 0, "failed", Some(error));
     }
@@ -329,11 +348,10 @@ unsafe extern "C" {
     fn Async_Notify(channel: *const std::ffi::c_char, payload: *const std::ffi::c_char);
 }
 
-/// NOTIFY payloads must stay under 8000 bytes: a longer single key is left out.
-const MAX_NOTIFIED_KEY: usize = 1000;
-
-/// Announces one propagation outcome on `data_sync.notify_channel`, if set.
-pub fn notify(rt: &RuleRuntime, outcome: &Outcome, source_key: Option<&str>, status: &str, changed: i64) {
+/// Announces one propagation outcome on `data_sync.notify_channel`, if set. Without the source
+/// key: any session may LISTEN on any channel, and a key is data of the source table; a
+/// listener that may read `data_sync.sync_log` finds it there.
+pub fn notify(rt: &RuleRuntime, outcome: &Outcome, status: &str, changed: i64) {
     let Some(channel) = NOTIFY_CHANNEL.get() else { return };
     if channel.is_empty() {
         return;
@@ -348,7 +366,6 @@ pub fn notify(rt: &RuleRuntime, outcome: &Outcome, source_key: Option<&str>, sta
         "target": to.to_string(),
         "rows": outcome.source_rows,
         "changed": changed,
-        "key": source_key.filter(|k| k.len() <= MAX_NOTIFIED_KEY),
     });
     let payload = CString::new(payload.to_string()).expect("JSON has no NUL");
     unsafe { Async_Notify(channel.as_ptr(), payload.as_ptr()) }

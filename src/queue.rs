@@ -80,7 +80,7 @@ pub fn enqueue(rt: &RuleRuntime, keys: &[Vec<Datum>], reverse: bool, operation: 
         attempts.into_datum().unwrap(),
         delay_secs.into_datum().unwrap(),
         error.map(|e| text(&e.sqlstate)).unwrap_or(Datum::from(0)),
-        error.map(|e| text(&e.message)).unwrap_or(Datum::from(0)),
+        error.map(|e| text(log::bounded(&e.message))).unwrap_or(Datum::from(0)),
     ];
     let nulls = [false, false, false, false, false, false, error.is_none(), error.is_none()];
     let t = pg_sys::TEXTOID;
@@ -159,10 +159,10 @@ fn fetch_due(limit: i32, rule: Option<&str>) -> Vec<Item> {
         Spi::connect(|client| {
             let rows = client
                 .select(
-                    "SELECT id, rule_name, reverse, operation, keys::text, attempts FROM data_sync.queue
+                    "SELECT id, rule_name, reverse, operation, keys::pg_catalog.text, attempts FROM data_sync.queue
                      WHERE status OPERATOR(pg_catalog.=) 'pending'
                        AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
-                       AND ($2::text IS NULL OR rule_name OPERATOR(pg_catalog.=) $2)
+                       AND ($2::pg_catalog.text IS NULL OR rule_name OPERATOR(pg_catalog.=) $2)
                      ORDER BY next_attempt_at, id
                      LIMIT $1
                      FOR UPDATE SKIP LOCKED",
@@ -221,7 +221,7 @@ fn apply_group(rt: &RuleRuntime, items: &[Item], summary: &mut Summary) -> Resul
     let _entry = triggers::ChainEntry::enter(&rt.rule.name, reverse);
     apply::with_spi(|| {
         let result = subxact::try_catch(std::panic::AssertUnwindSafe(|| {
-            let keys = rt.keys_from_text(&texts);
+            let keys = rt.keys_from_text(&texts, reverse);
             let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
             (key, triggers::apply_keys(rt, &keys, triggers::Rows::Keys, operation, reverse))
         }));
@@ -258,7 +258,7 @@ fn apply_group(rt: &RuleRuntime, items: &[Item], summary: &mut Summary) -> Resul
                             ids.clone().into(),
                             attempt.into(),
                             error.sqlstate.as_str().into(),
-                            error.message.as_str().into(),
+                            log::bounded(&error.message).into(),
                             dead.into(),
                             delay.into(),
                         ],
@@ -300,9 +300,9 @@ fn retry_failed(
                  UPDATE data_sync.queue
                  SET status = 'pending', next_attempt_at = pg_catalog.clock_timestamp(),
                      attempts = CASE WHEN status OPERATOR(pg_catalog.=) 'dead' THEN 1 ELSE attempts END
-                 WHERE sqlstate IS NOT NULL AND ($1::text IS NULL OR rule_name OPERATOR(pg_catalog.=) $1)
+                 WHERE sqlstate IS NOT NULL AND ($1::pg_catalog.text IS NULL OR rule_name OPERATOR(pg_catalog.=) $1)
                  RETURNING 1)
-             SELECT count(*) FROM due",
+             SELECT pg_catalog.count(*) FROM due",
             &[rule_name.into()],
         )
     })
@@ -324,9 +324,9 @@ fn clear_failed(rule_name: default!(Option<&str>, "NULL"), pending: default!(boo
                  DELETE FROM data_sync.queue
                  WHERE sqlstate IS NOT NULL
                    AND (status OPERATOR(pg_catalog.=) 'dead' OR $2)
-                   AND ($1::text IS NULL OR rule_name OPERATOR(pg_catalog.=) $1)
+                   AND ($1::pg_catalog.text IS NULL OR rule_name OPERATOR(pg_catalog.=) $1)
                  RETURNING 1)
-             SELECT count(*) FROM gone",
+             SELECT pg_catalog.count(*) FROM gone",
             &[rule_name.into(), pending.into()],
         )
     })

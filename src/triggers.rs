@@ -18,7 +18,7 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgTupleDesc};
 
 use data_sync_core::rules::SyncMode;
 
-use crate::apply::{self, RuleRuntime, SourceRow};
+use crate::apply::{self, Layout, RuleRuntime, Side, SourceRow};
 use crate::log;
 
 /// A re-parented target row: its new match key, its tid and table (see `Rows::Moved`).
@@ -231,15 +231,16 @@ fn source_row_trigger<'a>(
         return Ok(None); // the rule writing its own source back
     }
     let Some(rt) = apply::runtime(name) else { return Ok(None) };
-    if update_changed_nothing(trigger, &rt.watched_attnums) {
+    let layout = rt.layout(trigger.trigger_data(), Side::Source);
+    if update_changed_nothing(trigger, &layout.watched) {
         return Ok(None);
     }
-    if let Some(key) = note_key(trigger, &rt, &rt.source_key_attnums) {
+    if let Some(key) = note_key(trigger, &rt, &layout.key) {
         PENDING.with(|p| {
             let mut p = p.borrow_mut();
             let first = p.keys.get(name).is_none_or(|keys| keys.is_empty());
             if first && !rt.plan.flush_row.is_empty() {
-                let row = source_row(trigger, &rt);
+                let row = source_row(trigger, &rt, &layout);
                 p.rows.insert(name.to_string(), row);
             }
             note(&mut p.keys, name, key);
@@ -260,8 +261,8 @@ fn flush_now(trigger: &PgTrigger<'_>, rule_table: u32) -> bool {
     unsafe { pg_sys::IsLogicalWorker() || (*trigger.trigger_data().tg_relation).rd_id.to_u32() != rule_table }
 }
 
-/// The row's values at `rt.row_attnums` (NULLs allowed), copied into TopTransactionContext.
-fn source_row(trigger: &PgTrigger<'_>, rt: &RuleRuntime) -> SourceRow {
+/// The row's values at `layout.values` (NULLs allowed), copied into TopTransactionContext.
+fn source_row(trigger: &PgTrigger<'_>, rt: &RuleRuntime, layout: &Layout) -> SourceRow {
     let data = trigger.trigger_data();
     unsafe {
         let desc = (*data.tg_relation).rd_att;
@@ -269,12 +270,12 @@ fn source_row(trigger: &PgTrigger<'_>, rt: &RuleRuntime) -> SourceRow {
         let old = pg_sys::CurrentMemoryContext;
         pg_sys::CurrentMemoryContext = pg_sys::TopTransactionContext;
         let mut row = SourceRow {
-            values: Vec::with_capacity(rt.row_attnums.len()),
-            nulls: Vec::with_capacity(rt.row_attnums.len()),
+            values: Vec::with_capacity(layout.values.len()),
+            nulls: Vec::with_capacity(layout.values.len()),
             subxact: pg_sys::GetCurrentSubTransactionId(),
-            copied: Vec::with_capacity(rt.row_attnums.len()),
+            copied: Vec::with_capacity(layout.values.len()),
         };
-        for (&attnum, t) in rt.row_attnums.iter().zip(&rt.row_types) {
+        for (&attnum, t) in layout.values.iter().zip(&rt.row_types) {
             let mut isnull = false;
             let d = pg_sys::heap_getattr(tuple, attnum, desc, &mut isnull);
             row.values.push(if isnull { Datum::from(0) } else { datumCopy(d, t.byval, t.len as i32) });
@@ -313,10 +314,11 @@ fn reverse_row_trigger<'a>(
         return Ok(None); // the rule's own forward write
     }
     let Some(rt) = apply::runtime(name) else { return Ok(None) };
-    if update_changed_nothing(trigger, &rt.copied_target_attnums) {
+    let layout = rt.layout(trigger.trigger_data(), Side::Target);
+    if update_changed_nothing(trigger, &layout.values) {
         return Ok(None);
     }
-    if let Some(key) = note_key(trigger, &rt, &rt.target_key_attnums) {
+    if let Some(key) = note_key(trigger, &rt, &layout.key) {
         PENDING.with(|p| note(&mut p.borrow_mut().reverse_keys, name, key));
         if flush_now(trigger, rt.target.oid) {
             flush_reverse(name, statement_operation(trigger));
@@ -331,7 +333,9 @@ fn reverse_row_trigger<'a>(
 fn reverse_statement_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
-    flush_reverse(rule_name(trigger), statement_operation(trigger));
+    if let Some(name) = statement_trigger_rule(trigger, Side::Target) {
+        flush_reverse(name, statement_operation(trigger));
+    }
     Ok(None)
 }
 
@@ -365,8 +369,19 @@ pub fn propagate_back(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) ->
 fn source_statement_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
-    flush_source(rule_name(trigger), statement_operation(trigger));
+    if let Some(name) = statement_trigger_rule(trigger, Side::Source) {
+        flush_source(name, statement_operation(trigger));
+    }
     Ok(None)
+}
+
+/// The rule of a statement trigger, once the trigger is known to be one data_sync installed for
+/// it (see `RuleRuntime::layout`); `None` when the rule is gone or disabled.
+fn statement_trigger_rule<'a>(trigger: &'a PgTrigger<'a>, side: Side) -> Option<&'a str> {
+    let name = rule_name(trigger);
+    let rt = apply::runtime(name)?;
+    rt.layout(trigger.trigger_data(), side);
+    Some(name)
 }
 
 /// Propagates the source keys noted for a rule, in one statement.
@@ -544,16 +559,17 @@ fn target_fill_trigger<'a>(
     };
     let name = rule_name(trigger);
     let Some(rt) = apply::runtime(name) else { return Ok(unchanged()) };
-    if update_changed_nothing(trigger, &rt.refill_attnums) {
+    let layout = rt.layout(data, Side::Target);
+    if update_changed_nothing(trigger, &layout.watched) {
         return Ok(unchanged());
     }
     unsafe {
         let desc = (*data.tg_relation).rd_att;
-        let Some(mut args) = attributes(tuple, desc, &rt.target_key_attnums) else { return Ok(unchanged()) };
+        let Some(mut args) = attributes(tuple, desc, &layout.key) else { return Ok(unchanged()) };
         // A bidirectional rule fills only what the writer left NULL: a value written into the
         // target is a change that flows back, not one to overwrite.
-        let fill: Vec<usize> = (0..rt.fill_attnums.len())
-            .filter(|&i| !rt.rule.bidirectional || pg_sys::heap_attisnull(tuple, rt.fill_attnums[i], desc))
+        let fill: Vec<usize> = (0..layout.values.len())
+            .filter(|&i| !rt.rule.bidirectional || pg_sys::heap_attisnull(tuple, layout.values[i], desc))
             .collect();
         if fill.is_empty() {
             return Ok(unchanged());
@@ -561,7 +577,14 @@ fn target_fill_trigger<'a>(
         let mut types = rt.key_scalar_types();
         let mut nulls = vec![false; args.len()];
         if rt.fill_takes_row {
-            args.push(pg_sys::heap_copy_tuple_as_datum(tuple, desc));
+            args.push(match layout.to_table {
+                // a partition's row, as a row of the rule's table (the statement's parameter type)
+                Some((map, table_desc)) => {
+                    let row = if map.is_null() { tuple } else { pg_sys::execute_attr_map_tuple(tuple, map) };
+                    pg_sys::heap_copy_tuple_as_datum(row, table_desc)
+                }
+                None => pg_sys::heap_copy_tuple_as_datum(tuple, desc),
+            });
             types.push(pgrx::pg_sys::Oid::from(rt.target.row_type_oid));
             // the row's old version, on UPDATE, is not "another row" newer than itself
             let updating = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_UPDATE;
@@ -591,7 +614,7 @@ fn target_fill_trigger<'a>(
                 let mut isnull = false;
                 values.push(pg_sys::SPI_getbinval(row, (*table).tupdesc, (i + 1) as i32, &mut isnull));
                 nulls.push(isnull);
-                attnums.push(rt.fill_attnums[i]);
+                attnums.push(layout.values[i]);
             }
             // The new tuple must outlive SPI: build it in the caller's (executor's) context.
             let spi_context = pg_sys::CurrentMemoryContext;
@@ -630,10 +653,11 @@ fn target_fill_trigger<'a>(
 fn note_refill(trigger: &PgTrigger<'_>) {
     let name = rule_name(trigger);
     let Some(rt) = apply::runtime(name) else { return };
-    if update_changed_nothing(trigger, &rt.refill_attnums) {
+    let layout = rt.layout(trigger.trigger_data(), Side::Target);
+    if update_changed_nothing(trigger, &layout.watched) {
         return;
     }
-    let Some(key) = note_key(trigger, &rt, &rt.target_key_attnums) else { return };
+    let Some(key) = note_key(trigger, &rt, &layout.key) else { return };
     let data = trigger.trigger_data();
     let tid = unsafe { ((*data.tg_newtuple).t_self, (*data.tg_relation).rd_id) };
     PENDING.with(|p| note(&mut p.borrow_mut().refill_rows, name, (key, tid)));
@@ -660,9 +684,10 @@ fn refill(name: &str) {
 fn target_statement_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
-    let name = rule_name(trigger);
-    log_fills(name);
-    refill(name);
+    if let Some(name) = statement_trigger_rule(trigger, Side::Target) {
+        log_fills(name);
+        refill(name);
+    }
     Ok(None)
 }
 

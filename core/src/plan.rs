@@ -713,6 +713,19 @@ pub fn trigger_name(rule: &str, suffix: &str) -> String {
     format!("data_sync_{rule}_{suffix}")
 }
 
+/// Which table of its rule a trigger named `data_sync_<rule>_<suffix>` sits on: `'s'` for the
+/// source, `'t'` for the target; `None` for a name data_sync never gives (current or legacy). A
+/// trigger function acts only for a trigger of its own rule and name on the expected side.
+pub fn trigger_side(rule: &str, trigger: &[u8]) -> Option<char> {
+    let suffix = trigger.strip_prefix(b"data_sync_")?.strip_prefix(rule.as_bytes())?.strip_prefix(b"_")?;
+    let suffix = std::str::from_utf8(suffix).ok()?;
+    if let Some((_, side)) = TRIGGER_SUFFIXES.iter().find(|(s, _)| *s == suffix) {
+        return Some(*side);
+    }
+    // legacy: s… on the source; t… (fill) and r… (way back) on the target
+    LEGACY_TRIGGER_SUFFIXES.contains(&suffix).then(|| if suffix.starts_with('s') { 's' } else { 't' })
+}
+
 /// Keyset pagination condition "key > ($2, $3, …)" in key order, spelled with each column's
 /// own qualified operators: `(a > $2) OR (a = $2 AND b > $3) …`.
 fn keyset_after(keys: &[String], cols: &[&ColumnInfo]) -> String {
@@ -941,6 +954,23 @@ mod tests {
             let start = "CREATE TRIGGER \"data_sync_latest_".len();
             let suffix = &ddl[start..start + ddl[start..].find('"').unwrap()];
             assert!(TRIGGER_SUFFIXES.iter().any(|(s, _)| s == &suffix), "{ddl}");
+        }
+    }
+
+    #[test]
+    fn trigger_sides_follow_the_names_data_sync_gives() {
+        assert_eq!(trigger_side("phone", b"data_sync_phone_sr"), Some('s'));
+        assert_eq!(trigger_side("phone", b"data_sync_phone_tf"), Some('t'));
+        assert_eq!(trigger_side("phone", b"data_sync_phone_rs"), Some('t'));
+        assert_eq!(trigger_side("phone", b"data_sync_phone_sus"), Some('s'));
+        assert_eq!(trigger_side("phone", b"data_sync_phone_rir"), Some('t'));
+        // another rule's trigger, a look-alike name, a made-up suffix
+        assert_eq!(trigger_side("phone", b"data_sync_phone2_sr"), None);
+        assert_eq!(trigger_side("phone", b"my_phone_sr"), None);
+        assert_eq!(trigger_side("phone", b"data_sync_phone_xx"), None);
+        assert_eq!(trigger_side("a_b", b"data_sync_a_b_sr"), Some('s'));
+        for (suffix, side) in TRIGGER_SUFFIXES {
+            assert_eq!(trigger_side("r", trigger_name("r", suffix).as_bytes()), Some(side));
         }
     }
 
