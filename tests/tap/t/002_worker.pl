@@ -62,6 +62,35 @@ ok($node->poll_query_until('postgres', q{SELECT contact_phone = '334' FROM pets 
     'the worker applies async propagations');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM data_sync.queue}), '0', 'nothing left queued');
 
+# The worker connects as the bootstrap superuser. A table owner's code that queue processing runs
+# (here the CHECK of a domain used as the source key, run when the queued key is read back) runs as
+# that owner, never as the worker's superuser.
+$node->safe_psql('postgres', q{
+    CREATE ROLE mallory;
+    CREATE SCHEMA mal AUTHORIZATION mallory;
+    CREATE TABLE public.seen (who name, superuser boolean);
+    GRANT INSERT ON public.seen TO PUBLIC;
+    SET ROLE mallory;
+    CREATE FUNCTION mal.spy(bigint) RETURNS boolean LANGUAGE sql AS
+        $$ INSERT INTO public.seen SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user
+           RETURNING true $$;
+    CREATE DOMAIN mal.key AS bigint CHECK (mal.spy(VALUE));
+    CREATE TABLE mal.src (id mal.key PRIMARY KEY, v text);
+    CREATE TABLE mal.tgt (id bigint PRIMARY KEY, src_id mal.key, v text CONSTRAINT no_x CHECK (v <> 'x'));
+    INSERT INTO mal.src VALUES (1, 'a');
+    INSERT INTO mal.tgt VALUES (10, 1, 'a');
+    SELECT * FROM data_sync.add_rule('mal', 'mal.src', 'mal.tgt', '{"src_id": "id"}', '{"v": "v"}');
+    RESET ROLE;
+    TRUNCATE public.seen;
+    SET ROLE mallory;
+    UPDATE mal.src SET v = 'x';
+    ALTER TABLE mal.tgt DROP CONSTRAINT no_x;
+});
+ok($node->poll_query_until('postgres', q{SELECT v = 'x' FROM mal.tgt}),
+    'the worker applies the queued propagation of a domain-typed key');
+is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT who || ':' || superuser, ',') FROM public.seen}),
+    'mallory:false', "the key's domain check ran as its owner, not as the worker's superuser");
+
 # the worker comes back after a restart
 $node->restart;
 ok($node->poll_query_until('postgres',
