@@ -12,10 +12,13 @@ END
 $$;
 
 -- ALTER INDEX, ALTER VIEW, ALTER MATERIALIZED VIEW and ALTER FOREIGN TABLE can rename a table or
--- its columns too; a rule's `where` or `values` may call functions and operators.
+-- its columns too; a rule's `where` or `values` may call functions and operators; CREATE TABLE can
+-- make a rule's table an inheritance parent; a trigger of the table's owner changes what the
+-- rule's triggers must watch.
 CREATE EVENT TRIGGER data_sync_ddl ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'DROP TABLE', 'ALTER SCHEMA', 'DROP SCHEMA', 'DROP OWNED',
                  'ALTER TYPE', 'DROP TYPE', 'ALTER DOMAIN', 'DROP DOMAIN', 'DROP INDEX',
                  'ALTER INDEX', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
-                 'ALTER FUNCTION', 'DROP FUNCTION', 'ALTER OPERATOR', 'DROP OPERATOR')
+                 'ALTER FUNCTION', 'DROP FUNCTION', 'ALTER OPERATOR', 'DROP OPERATOR',
+                 'CREATE TABLE', 'CREATE TRIGGER', 'DROP TRIGGER')
     EXECUTE FUNCTION data_sync.ddl_watch();

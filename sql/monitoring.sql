@@ -76,7 +76,9 @@ AS $$
         SELECT q.rule_name FROM queue q
     )
     SELECT n.name, r.enabled,
-           CASE WHEN r.name IS NOT NULL THEN COALESCE(r.mode, pg_catalog.current_setting('data_sync.failure_mode')) END,
+           -- (a session that has not loaded the library yet knows the setting only if it was set)
+           CASE WHEN r.name IS NOT NULL
+                THEN COALESCE(r.mode, pg_catalog.current_setting('data_sync.failure_mode', true), 'isolated') END,
            COALESCE(q.pending, 0), COALESCE(q.in_progress, 0), COALESCE(q.dead, 0),
            (SELECT count(*) FROM data_sync.sync_log l
             WHERE l.rule_name OPERATOR(pg_catalog.=) n.name AND l.status OPERATOR(pg_catalog.=) 'failed'),

@@ -113,10 +113,25 @@ fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -
         }
         check_citus_placement(rule, source, target);
     }
+    // (after each rule's own checks, so that an error in a rule is reported as such)
+    validate::check_overlaps(&rules).unwrap_or_else(|e| reject(&e.message));
 
     // 5. apply the difference
+    catalog::quietly(|| apply_difference(&rules, &installed, &touched, &gone, &infos, entities, &cat))
+}
+
+/// Step 5 of `apply_rule_set`: drop, replace and install rules and entities.
+fn apply_difference(
+    rules: &[Rule],
+    installed: &[Rule],
+    touched: &[&Rule],
+    gone: &[&Rule],
+    infos: &HashMap<&str, (&TableInfo, &TableInfo)>,
+    entities: Option<Vec<Entity>>,
+    cat: &Catalog,
+) -> Vec<(String, String, String)> {
     let mut summary = Vec::new();
-    for old in &installed {
+    for old in installed {
         if !gone.contains(&old) {
             // A rule installed by an earlier build still has its triggers of then: they work,
             // but cost more; its owner re-loading it gets the current ones.
@@ -138,7 +153,7 @@ fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -
             summary.push(("rule".into(), old.name.clone(), "removed".into()));
         }
     }
-    for rule in touched {
+    for &rule in touched {
         catalog::insert_rule(rule);
         if rule.enabled {
             let (source, target) = infos[rule.name.as_str()];
@@ -150,7 +165,7 @@ fn apply_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>) -
         summary.push(("rule".into(), rule.name.clone(), action.into()));
     }
     if let Some(entities) = entities {
-        summary.extend(apply_entities(&entities, &cat));
+        summary.extend(apply_entities(&entities, cat));
     }
     apply::invalidate_all();
     summary.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -509,6 +524,7 @@ fn apply_entities(entities: &[Entity], cat: &Catalog) -> Vec<(String, String, St
                 literal(&body)
             ))
             .unwrap_or_else(|e| reject(&format!("entity \"{}\": {e}", entity.name)));
+            depend_on_extension(&signature);
             Spi::run(&format!(
                 "COMMENT ON FUNCTION {}.{}({key_type}) IS {}",
                 ident(&entity.table.schema),
@@ -522,6 +538,27 @@ fn apply_entities(entities: &[Entity], cat: &Catalog) -> Vec<(String, String, St
         summary.push(("entity".into(), entity.name.clone(), action.into()));
     }
     summary
+}
+
+/// Makes a generated function go with the extension: `DROP EXTENSION data_sync` (CASCADE or not)
+/// drops it too, instead of leaving a function that calls into a schema that is gone. An
+/// automatic dependency, not membership: the function stays the table owner's, in its schema.
+fn depend_on_extension(signature: &str) {
+    let function =
+        Spi::get_one_with_args::<Oid>("SELECT pg_catalog.to_regprocedure($1)::pg_catalog.oid", &[signature.into()])
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| reject(&format!("function {signature} was not created")));
+    unsafe {
+        let depender =
+            pg_sys::ObjectAddress { classId: pg_sys::ProcedureRelationId, objectId: function, objectSubId: 0 };
+        let extension = pg_sys::ObjectAddress {
+            classId: pg_sys::ExtensionRelationId,
+            objectId: pg_sys::get_extension_oid(c"data_sync".as_ptr(), false),
+            objectSubId: 0,
+        };
+        pg_sys::recordDependencyOn(&depender, &extension, pg_sys::DependencyType::DEPENDENCY_AUTO);
+    }
 }
 
 /// The installed rules as specs, so a single change can be validated together with the rest.
@@ -803,7 +840,7 @@ fn resync(rt: &RuleRuntime, range: Option<(Option<&str>, Option<&str>)>) -> i64 
         [("from_key", from), ("to_key", to)].map(|(field, bound)| {
             bound.map(|text| {
                 let key = vec![text.to_string()];
-                subxact::try_catch(std::panic::AssertUnwindSafe(|| rt.keys_from_text(&[&key], false)[0][0]))
+                subxact::try_catch(std::panic::AssertUnwindSafe(|| rt.keys_from_text(&[&key], false, false)[0][0]))
                     .unwrap_or_else(|e| reject(&format!("rule \"{name}\": {field}: {e}")))
             })
         })
@@ -906,13 +943,14 @@ fn sync_entity(entity: &str, key: AnyElement) -> i64 {
 }
 
 /// `sync_entity`, then the same for every related entity's rows (declared with `related`),
-/// transitively; each entity is visited once per call. Called by the generated
+/// transitively; each row (entity and key) is visited once per call. Called by the generated
 /// `sync_all_<entity>_data_comprehensive(key)` functions.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn sync_entity_comprehensive(entity: &str, key: AnyElement) -> i64 {
     let entities = catalog::installed_entities();
-    let mut walk = Walk { entities: &entities, rules: catalog::installed_rules(), visited: vec![entity.to_string()] };
+    let mut walk = Walk { entities: &entities, rules: catalog::installed_rules(), visited: Default::default() };
+    walk.visited.insert((entity.to_string(), value_text(key.datum(), key.oid())));
     sync_related(&mut walk, find_entity(&entities, entity), key.datum(), key.oid())
 }
 
@@ -920,7 +958,19 @@ fn sync_entity_comprehensive(entity: &str, key: AnyElement) -> i64 {
 struct Walk<'e> {
     entities: &'e [Entity],
     rules: Vec<Rule>,
-    visited: Vec<String>,
+    /// Rows already re-synced, as (entity, key in its text form): a row reached twice (a pet of
+    /// two related users, a link back to where the walk came from) is done once.
+    visited: std::collections::HashSet<(String, String)>,
+}
+
+/// A value's text form (its type's output function), to recognise a row already visited.
+fn value_text(value: Datum, type_oid: Oid) -> String {
+    unsafe {
+        let (mut output, mut varlena) = (pg_sys::InvalidOid, false);
+        pg_sys::getTypeOutputInfo(type_oid, &mut output, &mut varlena);
+        let text = pg_sys::OidOutputFunctionCall(output, value);
+        std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned()
+    }
 }
 
 /// Related-entity links (see `related_query`) and what they were planned into, with the
@@ -975,10 +1025,6 @@ fn find_entity<'e>(entities: &'e [Entity], name: &str) -> &'e Entity {
 fn sync_related(walk: &mut Walk<'_>, ent: &Entity, key: Datum, key_type: Oid) -> i64 {
     let mut total = sync_entity_key(&walk.rules, ent, key, key_type);
     for (name, pairs) in &ent.related {
-        if walk.visited.contains(name) {
-            continue;
-        }
-        walk.visited.push(name.clone());
         let other = find_entity(walk.entities, name);
         let (sql, other_type) = related_query(ent, name, other, pairs);
         apply::with_spi(|| unsafe {
@@ -1000,7 +1046,9 @@ fn sync_related(walk: &mut Walk<'_>, ent: &Entity, key: Datum, key_type: Oid) ->
             }
             let (keys, table) = result_keys();
             for k in &keys {
-                total += sync_related(walk, other, k[0], other_type);
+                if walk.visited.insert((name.clone(), value_text(k[0], other_type))) {
+                    total += sync_related(walk, other, k[0], other_type);
+                }
             }
             pg_sys::SPI_freetuptable(table);
         });

@@ -26,8 +26,8 @@ pub struct KeyType {
 }
 
 /// Attribute numbers of a rule's columns in one relation its triggers fire on: the rule's own
-/// table, or a partition of it, whose columns may be numbered differently (columns dropped before
-/// it was created, or a table attached as a partition). Source side: the source key, the values
+/// table, or a partition (or Citus shard) of it, whose columns may be numbered differently (columns
+/// dropped before it was created, or a table attached as a partition). Source side: the source key, the values
 /// `flush_row` takes, the watched columns. Target side: the match key, the copied columns, the
 /// columns whose change re-fills a row.
 pub struct Layout {
@@ -67,7 +67,7 @@ pub struct RuleRuntime {
     /// Where the rule's columns are in its own tables (see `Layout`).
     source_layout: Rc<Layout>,
     target_layout: Rc<Layout>,
-    /// Layouts of partitions the rule's triggers fired on, by relation oid.
+    /// Layouts of partitions (and Citus shards) the rule's triggers fired on, by relation oid.
     partition_layouts: RefCell<HashMap<Oid, Rc<Layout>>>,
     /// The column names `Layout`s are made of, per side.
     source_columns: [Vec<String>; 3],
@@ -287,7 +287,8 @@ pub enum Side {
 impl RuleRuntime {
     /// Where the rule's columns are in the relation a trigger fired on, after making sure the
     /// trigger is one data_sync installed for this rule: named as data_sync names it, for this
-    /// side, on the rule's table or one of its partitions. Anything else is refused: the trigger
+    /// side, on the rule's table or one of its partitions or shards (`stands_for`). Anything else
+    /// is refused: the trigger
     /// functions are callable by anyone who may create a trigger, and the rule name is only an
     /// argument; acting for another table would write the rule's target, as its owner, with
     /// values of the caller's choosing, or read its source for them.
@@ -310,7 +311,7 @@ impl RuleRuntime {
             if let Some(found) = self.partition_layouts.borrow().get(&relid) {
                 return found.clone();
             }
-            if !is_partition_of(rel, Oid::from(table)) {
+            if !stands_for(rel, Oid::from(table)) {
                 self.refuse(name, rel);
             }
             let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
@@ -556,17 +557,24 @@ impl RuleRuntime {
         key_display(&self.key_parts(key))
     }
 
-    /// The keys as JSON for the retry queue: one array of text values per row.
+    /// The keys as JSON for the retry queue: one array of text values per row, written under
+    /// fixed settings (`with_canonical_text`) so that a processor under other settings reads back
+    /// the same values.
     pub fn keys_json(&self, keys: &[Vec<Datum>]) -> serde_json::Value {
-        keys.iter().map(|k| serde_json::Value::from(self.key_parts(k))).collect()
+        with_canonical_text(|| keys.iter().map(|k| serde_json::Value::from(self.key_parts(k))).collect())
     }
 
     /// The inverse of `keys_json`: key values read back from their text form (queue items,
     /// re-sync bounds). The type's input function (a domain's CHECK, a composite's fields) is
     /// code of the key table's side, so it runs as that table's owner (the source's, or the
     /// target's for a way back), never as the processing role, which may be a superuser.
-    pub fn keys_from_text(&self, keys: &[&Vec<String>], reverse: bool) -> Vec<Vec<Datum>> {
+    /// `canonical`: the text was written by `keys_json`; otherwise it is the caller's, under the
+    /// session's settings.
+    pub fn keys_from_text(&self, keys: &[&Vec<String>], reverse: bool, canonical: bool) -> Vec<Vec<Datum>> {
         let owner = if reverse { self.target_owner } else { self.source_owner };
+        if canonical {
+            return with_canonical_text(|| as_role(owner, || self.parse_keys(keys)));
+        }
         as_role(owner, || self.parse_keys(keys))
     }
 
@@ -652,20 +660,52 @@ pub unsafe fn count_of_result() -> u64 {
     i64::from_datum(d, isnull).unwrap_or(0) as u64
 }
 
-/// Whether `rel` is a partition, at any depth, of `table`.
-unsafe fn is_partition_of(rel: pg_sys::Relation, table: Oid) -> bool {
-    if !(*(*rel).rd_rel).relispartition {
-        return false;
+/// Moves each noted row version to the newest version of its row: another rule filling the same
+/// re-parented rows has updated them since they were noted (a new version, at another tid).
+pub fn follow_updates(tids: &mut [(pg_sys::ItemPointerData, Oid)]) {
+    unsafe {
+        pg_sys::CommandCounterIncrement();
+        for (tid, table) in tids.iter_mut() {
+            let rel = pg_sys::table_open(*table, pg_sys::AccessShareLock as i32);
+            let scan = pg_sys::table_beginscan_tid(rel, pg_sys::GetLatestSnapshot());
+            pg_sys::table_tuple_get_latest_tid(scan, tid);
+            pg_sys::table_endscan(scan);
+            pg_sys::table_close(rel, pg_sys::NoLock as i32);
+        }
     }
+}
+
+/// Whether `rel` stands for `table` when a trigger fires: a partition of it at any depth, or, with
+/// Citus, one of its shards (named `<table>_<shardid>` in the table's schema, as Citus names them,
+/// and listed for it in `pg_dist_shard`), or a partition of such a shard.
+unsafe fn stands_for(rel: pg_sys::Relation, table: Oid) -> bool {
+    let relid = (*rel).rd_id;
     with_spi(|| {
-        Spi::get_one_with_args::<bool>(
+        let partition = Spi::get_one_with_args::<bool>(
             "SELECT $2 OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT relid FROM pg_catalog.pg_partition_ancestors($1)))",
-            &[(*rel).rd_id.into(), table.into()],
-        )
+            &[relid.into(), table.into()],
+        );
+        if partition == Ok(Some(true)) {
+            return true;
+        }
+        let citus = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL");
+        if citus != Ok(Some(true)) {
+            return false;
+        }
+        Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (
+                 SELECT FROM pg_catalog.pg_class c, pg_catalog.pg_class t, pg_catalog.pg_dist_shard s
+                 WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT relid FROM pg_catalog.pg_partition_ancestors($1))
+                                                     OPERATOR(pg_catalog.||) $1)
+                   AND t.oid OPERATOR(pg_catalog.=) $2
+                   AND s.logicalrelid OPERATOR(pg_catalog.=) $2::pg_catalog.regclass
+                   AND c.relnamespace OPERATOR(pg_catalog.=) t.relnamespace
+                   AND c.relname::pg_catalog.text OPERATOR(pg_catalog.=)
+                       (t.relname::pg_catalog.text OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||)
+                        s.shardid::pg_catalog.text))",
+            &[relid.into(), table.into()],
+        ) == Ok(Some(true))
     })
-    .ok()
-    .flatten()
-    .unwrap_or(false)
 }
 
 fn prepare(sql: &str, arg_types: &[Oid]) -> pg_sys::SPIPlanPtr {
@@ -718,6 +758,41 @@ pub fn with_pinned_search_path<T>(f: impl FnOnce() -> T) -> T {
             0,
             false,
         );
+        level
+    };
+    let result = f();
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    result
+}
+
+/// Settings under which values are written to and read from text for the queue: those that
+/// change how a value of some type is spelled (dates, intervals, floats, time zones, bytea,
+/// reg* names), fixed so that the text means the same value whoever reads it back.
+const CANONICAL_TEXT: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
+    (c"DateStyle", c"ISO, MDY"),
+    (c"IntervalStyle", c"postgres"),
+    (c"extra_float_digits", c"3"),
+    (c"TimeZone", c"UTC"),
+    (c"bytea_output", c"hex"),
+    (c"search_path", c"pg_catalog, pg_temp"),
+];
+
+/// Runs `f` under `CANONICAL_TEXT`, restored afterwards (on error, by the abort).
+pub fn with_canonical_text<T>(f: impl FnOnce() -> T) -> T {
+    let level = unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        for (name, value) in CANONICAL_TEXT {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
         level
     };
     let result = f();

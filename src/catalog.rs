@@ -35,7 +35,25 @@ pub fn lookup(name: &TableName) -> Option<TableInfo> {
         let row = client
             .select(
                 "SELECT c.oid, c.reltype, c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p']::pg_catalog.\"char\"[]),
-                        pg_catalog.pg_has_role(c.relowner, 'USAGE')
+                        pg_catalog.pg_has_role(c.relowner, 'USAGE'),
+                        ARRAY(SELECT i.inhrelid::pg_catalog.regclass::pg_catalog.text FROM pg_catalog.pg_inherits i
+                              JOIN pg_catalog.pg_class k ON k.oid OPERATOR(pg_catalog.=) i.inhrelid
+                              WHERE i.inhparent OPERATOR(pg_catalog.=) c.oid AND NOT k.relispartition
+                              ORDER BY 1),
+                        c.relispartition OR EXISTS (SELECT FROM pg_catalog.pg_inherits i
+                                                    WHERE i.inhrelid OPERATOR(pg_catalog.=) c.oid),
+                        EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                                JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid
+                                WHERE t.tgrelid OPERATOR(pg_catalog.=) ANY (
+                                          ARRAY(SELECT relid FROM pg_catalog.pg_partition_tree(c.oid))
+                                          OPERATOR(pg_catalog.||) c.oid)
+                                  AND NOT t.tgisinternal
+                                  -- ROW (1), BEFORE (2), UPDATE (16)
+                                  AND (t.tgtype OPERATOR(pg_catalog.&) 19::pg_catalog.int2)
+                                      OPERATOR(pg_catalog.=) 19::pg_catalog.int2
+                                  AND p.pronamespace OPERATOR(pg_catalog.<>)
+                                      (SELECT e.extnamespace FROM pg_catalog.pg_extension e
+                                       WHERE e.extname OPERATOR(pg_catalog.=) 'data_sync'))
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
                  WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2",
                 None,
@@ -47,6 +65,9 @@ pub fn lookup(name: &TableName) -> Option<TableInfo> {
         let row_type: pg_sys::Oid = row.get(2).ok()??;
         let is_table: bool = row.get(3).ok()??;
         let caller_owns: bool = row.get(4).ok()??;
+        let inheritance_children: Vec<String> = row.get(5).ok()??;
+        let is_child: bool = row.get(6).ok()??;
+        let before_update_triggers: bool = row.get(7).ok()??;
         Some(TableInfo {
             name: name.clone(),
             oid: oid.to_u32(),
@@ -55,6 +76,9 @@ pub fn lookup(name: &TableName) -> Option<TableInfo> {
             caller_owns,
             columns: columns(client, oid),
             unique_keys: unique_keys(client, oid),
+            inheritance_children,
+            is_child,
+            before_update_triggers,
         })
     })
 }
@@ -323,6 +347,29 @@ pub fn delete_entity(name: &str) {
     .expect("delete from data_sync.entities");
 }
 
+thread_local! {
+    /// Set while data_sync itself creates or drops triggers: its own DDL needs no re-check.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether data_sync's own trigger DDL is under way (`quietly`).
+pub fn quiet() -> bool {
+    QUIET.with(|q| q.get())
+}
+
+/// Runs `f` (data_sync's own trigger DDL) without the DDL event trigger re-checking every rule
+/// after each of its commands.
+pub fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            QUIET.with(|q| q.set(self.0));
+        }
+    }
+    let _reset = Reset(QUIET.with(|q| q.replace(true)));
+    f()
+}
+
 /// Drops the triggers of a rule wherever they are (found by name and by being data_sync's), as
 /// the owner of each table: the DDL event trigger disables rules on behalf of whoever changed
 /// one of their tables, who may not own the other.
@@ -332,6 +379,36 @@ pub fn drop_rule_triggers(rule: &str) {
         let ddl = format!("DROP TRIGGER {} ON {table}", data_sync_core::plan::ident(&trigger));
         crate::apply::as_role(owner, || Spi::run(&ddl)).expect("drop trigger");
     }
+}
+
+/// Whether the rule's installed triggers filter UPDATEs by column lists where the plan wants them
+/// to (`Planner::triggers_by_side`): false once a table gained or lost BEFORE UPDATE triggers of
+/// its own since the rule was installed.
+pub fn triggers_match_plan(rule: &str, tables: [u32; 2], source_unfiltered: bool, target_unfiltered: bool) -> bool {
+    let names: Vec<String> = TRIGGER_SUFFIXES.iter().map(|(suffix, _)| trigger_name(rule, suffix)).collect();
+    let installed: Vec<(String, bool)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT t.tgname::pg_catalog.text,
+                        pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]) OPERATOR(pg_catalog.>) 0
+                 FROM pg_catalog.pg_trigger t
+                 WHERE t.tgname OPERATOR(pg_catalog.=) ANY ($1)
+                   AND t.tgrelid OPERATOR(pg_catalog.=) ANY ($2)
+                   -- UPDATE (16) among the events
+                   AND (t.tgtype OPERATOR(pg_catalog.&) 16::pg_catalog.int2) OPERATOR(pg_catalog.<>) 0::pg_catalog.int2",
+                None,
+                &[names.into(), tables.map(pg_sys::Oid::from).to_vec().into()],
+            )
+            .expect("pg_trigger is readable")
+            .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap()))
+            .collect()
+    });
+    installed.iter().all(|(name, filtered)| {
+        let source_side =
+            TRIGGER_SUFFIXES.iter().any(|(suffix, side)| *side == 's' && *name == trigger_name(rule, suffix));
+        let unfiltered = if source_side { source_unfiltered } else { target_unfiltered };
+        *filtered != unfiltered
+    })
 }
 
 /// Whether a rule still has triggers an earlier build installed (see `LEGACY_TRIGGER_SUFFIXES`).

@@ -51,9 +51,42 @@ const LOG: &str = "INSERT INTO data_sync.sync_log
     (rule_name, operation, source_table, source_rows, target_table, rows_changed, status, error_message, role_name)
     VALUES ($1, 'ddl', $2, 0, $3, 0, 'disabled', $4, CURRENT_USER)";
 
-/// Disables the rule if it no longer fits its tables; whether it did.
+/// Re-creates the rule's triggers when what they must watch changed: a table gained (or lost)
+/// BEFORE UPDATE triggers of its own, which may change watched columns an UPDATE does not name.
+/// As each table's owner, like dropping them.
+fn reinstall_if_needed(rule: &validate::Rule) {
+    let (Some(source), Some(target)) = (catalog::lookup(&rule.source), catalog::lookup(&rule.target)) else { return };
+    let tables = [source.oid, target.oid];
+    if catalog::triggers_match_plan(&rule.name, tables, source.before_update_triggers, target.before_update_triggers) {
+        return;
+    }
+    let owner = |oid: u32| {
+        Spi::get_one_with_args::<pgrx::pg_sys::Oid>(
+            "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
+            &[pgrx::pg_sys::Oid::from(oid).into()],
+        )
+        .expect("pg_class is readable")
+        .expect("a table has an owner")
+    };
+    let (source_owner, target_owner) = (owner(source.oid), owner(target.oid));
+    catalog::quietly(|| {
+        catalog::drop_rule_triggers(&rule.name);
+        let planner = data_sync_core::plan::Planner { rule, source: &source, target: &target };
+        for (side, ddl) in planner.triggers_by_side() {
+            let role = if side == 's' { source_owner } else { target_owner };
+            apply::as_role(role, || Spi::run(&ddl)).expect("re-create a rule's trigger");
+        }
+    });
+    apply::invalidate_all();
+}
+
+/// Disables the rule if it no longer fits its tables; whether it did. A rule that still fits gets
+/// its triggers re-created if what they must watch changed.
 fn disable_if_broken(rule: &validate::Rule) -> bool {
-    let Some(reason) = breakage(rule) else { return false };
+    let Some(reason) = breakage(rule) else {
+        reinstall_if_needed(rule);
+        return false;
+    };
     let reason = reason.trim_start_matches(&format!("rule \"{}\": ", rule.name)).to_string();
     catalog::as_catalog_owner(|| {
         Spi::run_with_args(DISABLE, &[rule.name.as_str().into(), reason.as_str().into()])?;
@@ -68,7 +101,7 @@ fn disable_if_broken(rule: &validate::Rule) -> bool {
         )
     })
     .expect("data_sync catalog is writable");
-    catalog::drop_rule_triggers(&rule.name);
+    catalog::quietly(|| catalog::drop_rule_triggers(&rule.name));
     pgrx::pg_sys::panic::ErrorReport::new(
         PgSqlErrorCode::ERRCODE_WARNING,
         format!("data_sync: rule \"{}\" disabled: {reason}", rule.name),
@@ -84,6 +117,9 @@ fn disable_if_broken(rule: &validate::Rule) -> bool {
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn revalidate_rules() -> i64 {
+    if catalog::quiet() {
+        return 0;
+    }
     let mut disabled = 0;
     for rule in catalog::installed_rules().iter().filter(|r| r.enabled) {
         // One rule that cannot be checked or disabled must not make every schema change in the

@@ -2,6 +2,12 @@
 //!
 //! The pipeline: rules → plan (the pure core, `data_sync_core`) → triggers → apply → log.
 //! This crate is the thin Postgres shell around the core.
+//!
+//! Nobody gains rights through a rule: code a role controls (a rule's expressions, its tables'
+//! types, operators, policies, triggers, defaults) runs as that role or not at all, under a pinned
+//! `search_path`. Every switch of role is `apply::as_role`; the README's Security section lists
+//! each one, what runs inside it and why. Trigger functions act only in the triggers data_sync
+//! installed for their rule (`apply::RuleRuntime::layout`).
 
 use pgrx::prelude::*;
 

@@ -221,7 +221,7 @@ fn apply_group(rt: &RuleRuntime, items: &[Item], summary: &mut Summary) -> Resul
     let _entry = triggers::ChainEntry::enter(&rt.rule.name, reverse);
     apply::with_spi(|| {
         let result = subxact::try_catch(std::panic::AssertUnwindSafe(|| {
-            let keys = rt.keys_from_text(&texts, reverse);
+            let keys = rt.keys_from_text(&texts, reverse, true);
             let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
             (key, triggers::apply_keys(rt, &keys, triggers::Rows::Keys, operation, reverse))
         }));

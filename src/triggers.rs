@@ -245,7 +245,7 @@ fn source_row_trigger<'a>(
             }
             note(&mut p.keys, name, key);
         });
-        if flush_now(trigger, rt.source.oid) {
+        if flush_now(trigger, &rt.source) {
             flush_source(name, statement_operation(trigger));
         }
     }
@@ -255,10 +255,16 @@ fn source_row_trigger<'a>(
 /// Whether what a row trigger noted must be propagated by the row trigger itself, because no
 /// statement trigger of the rule's table will follow: in a logical replication worker, whose
 /// changes fire row triggers only (except for the initial copy's COPY; only rules with
-/// `fire_on_replica` fire there), and for a row of a partition of a partitioned rule table (its
-/// statement triggers are on the partitioned table, and fire only for statements naming it).
-fn flush_now(trigger: &PgTrigger<'_>, rule_table: u32) -> bool {
-    unsafe { pg_sys::IsLogicalWorker() || (*trigger.trigger_data().tg_relation).rd_id.to_u32() != rule_table }
+/// `fire_on_replica` fire there), for a row of a partition of a partitioned rule table (its
+/// statement triggers are on the partitioned table, and fire only for statements naming it), and
+/// for every row of a rule table that is itself a partition or an inheritance child (a statement
+/// naming its parent fires its row triggers, never its statement triggers).
+fn flush_now(trigger: &PgTrigger<'_>, rule_table: &data_sync_core::catalog::TableInfo) -> bool {
+    unsafe {
+        pg_sys::IsLogicalWorker()
+            || rule_table.is_child
+            || (*trigger.trigger_data().tg_relation).rd_id.to_u32() != rule_table.oid
+    }
 }
 
 /// The row's values at `layout.values` (NULLs allowed), copied into TopTransactionContext.
@@ -320,7 +326,7 @@ fn reverse_row_trigger<'a>(
     }
     if let Some(key) = note_key(trigger, &rt, &layout.key) {
         PENDING.with(|p| note(&mut p.borrow_mut().reverse_keys, name, key));
-        if flush_now(trigger, rt.target.oid) {
+        if flush_now(trigger, &rt.target) {
             flush_reverse(name, statement_operation(trigger));
         }
     }
@@ -639,7 +645,7 @@ fn target_fill_trigger<'a>(
                         None => _ = p.fills.insert(name.to_string(), 1),
                     }
                 });
-                if flush_now(trigger, rt.target.oid) {
+                if flush_now(trigger, &rt.target) {
                     log_fills(name);
                 }
                 Ok(Some(PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(desc), new)))
@@ -661,7 +667,7 @@ fn note_refill(trigger: &PgTrigger<'_>) {
     let data = trigger.trigger_data();
     let tid = unsafe { ((*data.tg_newtuple).t_self, (*data.tg_relation).rd_id) };
     PENDING.with(|p| note(&mut p.borrow_mut().refill_rows, name, (key, tid)));
-    if flush_now(trigger, rt.target.oid) {
+    if flush_now(trigger, &rt.target) {
         refill(name);
     }
 }
@@ -674,7 +680,8 @@ fn refill(name: &str) {
         return;
     }
     let Some(rt) = apply::runtime(name) else { return };
-    let (keys, tids): (Vec<Vec<Datum>>, Vec<(pg_sys::ItemPointerData, pg_sys::Oid)>) = rows.into_iter().unzip();
+    let (keys, mut tids): (Vec<Vec<Datum>>, Vec<(pg_sys::ItemPointerData, pg_sys::Oid)>) = rows.into_iter().unzip();
+    apply::follow_updates(&mut tids);
     run_and_log(&rt, &keys, Rows::Moved(&tids), "fill", false);
 }
 

@@ -55,6 +55,15 @@ pub struct TableInfo {
     pub columns: Vec<ColumnInfo>,
     /// Column sets of non-partial unique indexes (primary key included).
     pub unique_keys: Vec<Vec<String>>,
+    /// Tables inheriting from this one (`INHERITS`, not partitions): their rows are read and
+    /// written through it, but do not fire its triggers.
+    pub inheritance_children: Vec<String>,
+    /// Whether the table is a partition or inherits from another table: rows written through
+    /// the parent fire its row triggers but not its statement triggers.
+    pub is_child: bool,
+    /// Whether the table (or one of its partitions) has BEFORE UPDATE row triggers besides
+    /// data_sync's: they may change columns an UPDATE statement does not name.
+    pub before_update_triggers: bool,
 }
 
 impl TableInfo {

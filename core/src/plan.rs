@@ -602,26 +602,37 @@ impl<'a> Planner<'a> {
     /// INSERT and UPDATE where it can: the server copies every trigger of a table for each
     /// statement that writes it.
     pub fn triggers(&self) -> Vec<String> {
+        self.triggers_by_side().into_iter().map(|(_, ddl)| ddl).collect()
+    }
+
+    /// `triggers`, each statement with the side of the rule whose table it changes (`'s'`, `'t'`).
+    /// On a table with BEFORE UPDATE row triggers of its own, the `UPDATE OF` column lists are
+    /// left out: such a trigger can change a watched column the statement did not name, and
+    /// `UPDATE OF` sees only the statement's SET list (the trigger functions still act only on
+    /// rows whose watched values changed).
+    pub fn triggers_by_side(&self) -> Vec<(char, String)> {
         let rule = self.rule;
         let append = rule.kind == crate::rules::RuleKind::Append;
         let watched: Vec<&str> = rule.watched_source_columns().into_iter().collect();
         let list = |cols: &[&str]| cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
         let src = self.source.name.sql();
         let tgt = self.target.name.sql();
-        // "INSERT OR UPDATE OF a, b", "UPDATE OF a, b" or "INSERT"
-        let events = |insert: bool, update_of: &[&str]| {
+        // "INSERT OR UPDATE OF a, b", "UPDATE OF a, b" or "INSERT" ("UPDATE": see above)
+        let events = |insert: bool, update_of: &[&str], table: &TableInfo| {
             let mut events = Vec::new();
             if insert {
                 events.push("INSERT".to_string());
             }
-            if !update_of.is_empty() {
+            if !update_of.is_empty() && table.before_update_triggers {
+                events.push("UPDATE".to_string());
+            } else if !update_of.is_empty() {
                 events.push(format!("UPDATE OF {}", list(update_of)));
             }
             events.join(" OR ")
         };
         // (suffix, timing and event, table, level, function)
         let mut triggers: Vec<(&str, String, &str, &str, &str)> = Vec::new();
-        let source_events = events(!append || rule.on_insert, &watched);
+        let source_events = events(!append || rule.on_insert, &watched, self.source);
         if !source_events.is_empty() {
             triggers.push(("sr", format!("AFTER {source_events}"), src.as_str(), "ROW", "source_row_trigger"));
             triggers.push((
@@ -636,17 +647,17 @@ impl<'a> Planner<'a> {
         let refill: Vec<&str> = refill.iter().map(String::as_str).collect();
         if !append {
             triggers.push(("tf", "BEFORE INSERT".into(), tgt.as_str(), "ROW", "target_fill_trigger"));
-            let refilled = format!("AFTER {}", events(false, &refill));
+            let refilled = format!("AFTER {}", events(false, &refill, self.target));
             triggers.push(("tr", refilled, tgt.as_str(), "ROW", "target_fill_trigger"));
         }
         if !append {
-            let logged = format!("AFTER {}", events(true, &refill));
+            let logged = format!("AFTER {}", events(true, &refill, self.target));
             triggers.push(("ts", logged, tgt.as_str(), "STATEMENT", "target_statement_trigger"));
         }
         if !append && rule.bidirectional {
             // a change of a copied target column (or a new target row) flows back to the source
             let copied: Vec<&str> = rule.copies.iter().map(|p| p.target.as_str()).collect();
-            let back = format!("AFTER {}", events(true, &copied));
+            let back = format!("AFTER {}", events(true, &copied, self.target));
             triggers.push(("rr", back.clone(), tgt.as_str(), "ROW", "reverse_row_trigger"));
             triggers.push(("rs", back, tgt.as_str(), "STATEMENT", "reverse_statement_trigger"));
         }
@@ -654,13 +665,17 @@ impl<'a> Planner<'a> {
         let mut out = Vec::new();
         for (suffix, event, table, level, function) in triggers {
             let name = ident(&trigger_name(&rule.name, suffix));
-            out.push(format!(
-                "CREATE TRIGGER {name} {event} ON {table} FOR EACH {level} EXECUTE FUNCTION data_sync.{function}({arg})"
+            let side = if suffix.starts_with('s') { 's' } else { 't' };
+            out.push((
+                side,
+                format!(
+                    "CREATE TRIGGER {name} {event} ON {table} FOR EACH {level} EXECUTE FUNCTION data_sync.{function}({arg})"
+                ),
             ));
             // rows written by logical replication's apply worker (session_replication_role =
             // replica) fire only ENABLE ALWAYS triggers
             if rule.fire_on_replica {
-                out.push(format!("ALTER TABLE {table} ENABLE ALWAYS TRIGGER {name}"));
+                out.push((side, format!("ALTER TABLE {table} ENABLE ALWAYS TRIGGER {name}")));
             }
         }
         out

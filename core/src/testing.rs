@@ -35,5 +35,8 @@ pub fn tbl(schema: &str, name: &str, cols: &[(&str, &str)], unique: &[&[&str]]) 
         caller_owns: true,
         columns: cols.iter().map(|(n, t)| col(n, t)).collect(),
         unique_keys: unique.iter().map(|u| u.iter().map(|c| c.to_string()).collect()).collect(),
+        inheritance_children: Vec::new(),
+        is_child: false,
+        before_update_triggers: false,
     }
 }

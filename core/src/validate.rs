@@ -140,6 +140,14 @@ pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> 
         if !info.is_table {
             return fail(format!("{what} {} is not a table", info.name));
         }
+        if !info.inheritance_children.is_empty() {
+            return fail(format!(
+                "{what} {} has inheritance children ({}): their rows would not fire the rule's triggers \
+                 (use partitioning, or one rule per child table)",
+                info.name,
+                info.inheritance_children.join(", ")
+            ));
+        }
     }
     let append = spec.kind == RuleKind::Append;
     // options that belong to the other kind
@@ -407,6 +415,49 @@ pub fn validate_entity(spec: &EntitySpec, all: &[EntitySpec], catalog: &Catalog)
 /// Rejects propagation cycles. Rule A feeds rule B when A writes a column of B's source that B
 /// watches, or a match column of B's target (re-parenting fills it). A cycle would make every
 /// write propagate forever, so the whole set is refused, naming the rules on the cycle.
+/// Two rules writing one column would undo each other's writes (a re-sync flips the column every
+/// time, `check()` never reaches zero), so a column is written by at most one rule: one direction of
+/// a copy rule (a bidirectional rule writes both tables, timestamps included), or an append rule's
+/// inserted rows, whose copied columns a copy rule on the same table would also fill. Append rules
+/// among themselves write different rows.
+pub fn check_overlaps(rules: &[Rule]) -> Result<(), Error> {
+    // (table, column) -> (rule, is an append rule)
+    let mut writers: BTreeMap<(&TableName, &str), Vec<(&str, bool)>> = BTreeMap::new();
+    for rule in rules {
+        let append = rule.kind == RuleKind::Append;
+        let mut written: Vec<(&TableName, &str)> =
+            rule.written_target_columns().into_iter().map(|c| (&rule.target, c)).collect();
+        if let Some((source_ts, target_ts)) = &rule.timestamps {
+            if rule.latest_by.as_ref() != Some(target_ts) {
+                written.push((&rule.target, target_ts));
+            }
+            if rule.bidirectional {
+                written.push((&rule.source, source_ts));
+            }
+        }
+        if rule.bidirectional {
+            written.extend(rule.copies.iter().map(|p| (&rule.source, p.source.as_str())));
+        }
+        for key in written {
+            let list = writers.entry(key).or_default();
+            if !list.iter().any(|(name, _)| *name == rule.name) {
+                list.push((&rule.name, append));
+            }
+        }
+    }
+    for ((table, column), list) in &writers {
+        for (i, (a, a_appends)) in list.iter().enumerate() {
+            if let Some((b, _)) = list[i + 1..].iter().find(|(_, b_appends)| !(*a_appends && *b_appends)) {
+                return Err(Error::new(format!(
+                    "rules \"{a}\" and \"{b}\" both write {table}.{}: a column can be maintained by one rule only",
+                    crate::plan::ident(column)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn check_cycles(rules: &[Rule]) -> Result<(), Error> {
     // A bidirectional rule is two directions; the loop between them is declared and ends after
     // one reverse hop, every other cycle through either direction is refused.
@@ -765,6 +816,38 @@ target_timestamp = "recorded_at"
         // users.id is unique, veterinarians.user_id is not: make b's key valid by matching on id.
         let text = text.replace("id = \"user_id\"", "id = \"id\"");
         rejects(&text, "propagation cycle: a -> b -> a");
+    }
+
+    #[test]
+    fn inheritance_parents_are_refused() {
+        let mut cat = tailtracker();
+        if let Some(Ok(users)) = cat.get_mut("public.users") {
+            users.inheritance_children = vec!["public.users_archive".into()];
+        }
+        let doc = parse_document(&phone_rule()).unwrap();
+        let e = validate_rule(&doc.rule[0], &cat).unwrap_err();
+        assert!(
+            e.message.contains("source public.users has inheritance children (public.users_archive)"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn rules_writing_one_column_are_refused() {
+        let one = rule_toml("a", "public.users", "public.lost_pets", "owner_id = \"id\"", "contact_phone = \"phone\"");
+        let two = rule_toml("b", "public.users", "public.lost_pets", "owner_id = \"id\"", "contact_phone = \"phone\"");
+        let rules = validate_text(&one).unwrap().into_iter().chain(validate_text(&two).unwrap()).collect::<Vec<_>>();
+        let e = check_overlaps(&rules).unwrap_err();
+        assert!(
+            e.message.contains("rules \"a\" and \"b\" both write public.lost_pets.\"contact_phone\""),
+            "{}",
+            e.message
+        );
+        // other columns of the same table are fine
+        let other = rule_toml("c", "public.users", "public.veterinarians", "user_id = \"id\"", "phone = \"phone\"");
+        let rules = validate_text(&one).unwrap().into_iter().chain(validate_text(&other).unwrap()).collect::<Vec<_>>();
+        assert!(check_overlaps(&rules).is_ok());
     }
 
     #[test]

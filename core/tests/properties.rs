@@ -243,6 +243,9 @@ fn table(schema: &str, name: &str, columns: Vec<ColumnInfo>, unique: Vec<Vec<Str
         caller_owns: true,
         columns,
         unique_keys: unique,
+        inheritance_children: Vec::new(),
+        is_child: false,
+        before_update_triggers: false,
     }
 }
 

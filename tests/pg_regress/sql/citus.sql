@@ -47,4 +47,24 @@ SELECT * FROM data_sync.add_rule('back', 'cit.users', 'cit.clinics', '{"id": "id
 ROLLBACK TO SAVEPOINT s;
 SELECT name FROM data_sync.rules ORDER BY 1;
 SELECT count(*) AS triggers FROM pg_trigger WHERE tgname LIKE 'data_sync%';
+-- 4. Citus fires a distributed table's triggers on its shards (`<table>_<shardid>`, listed in
+--    pg_dist_shard), whose columns may be numbered differently: data_sync's trigger functions act
+--    there as on the table, reading columns by name, and refuse a look-alike that is no shard of
+--    it. (Mocked: pg_dist_shard, and a shard table carrying the rule's trigger as Citus copies it.)
+SET LOCAL allow_system_table_mods = on;
+CREATE TABLE pg_catalog.pg_dist_shard (logicalrelid regclass NOT NULL, shardid bigint NOT NULL);
+RESET allow_system_table_mods;
+CREATE TABLE cit.users_102008 (id bigint PRIMARY KEY, gone int, phone text, email text);
+ALTER TABLE cit.users_102008 DROP COLUMN gone;
+CREATE TABLE cit.users_999 (LIKE cit.users_102008);
+INSERT INTO pg_catalog.pg_dist_shard VALUES ('cit.users', 102008);
+CREATE TRIGGER data_sync_phone_sr AFTER INSERT OR UPDATE OF id, phone ON cit.users_102008
+    FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger('phone');
+CREATE TRIGGER data_sync_phone_sr AFTER INSERT OR UPDATE OF id, phone ON cit.users_999
+    FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger('phone');
+INSERT INTO cit.users_102008 VALUES (1, '333', 'b@x');
+SELECT id, contact_phone FROM cit.lost_pets;
+SAVEPOINT s;
+INSERT INTO cit.users_999 VALUES (1, '444', 'c@x');
+ROLLBACK TO SAVEPOINT s;
 ROLLBACK;

@@ -268,7 +268,7 @@ RESET ROLE;
 CREATE TEMP TABLE calls (fn text, call text[]);
 INSERT INTO calls VALUES
   ('load_rules', '{"SELECT * FROM data_sync.load_rules('''')"}'),
-  ('add_rule', $${"SELECT * FROM data_sync.add_rule('steal', 'h.users', 'h.pets', '{\"owner_id\": \"id\"}', '{\"contact_phone\": \"phone\"}')"}$$),
+  ('add_rule', $${"SELECT * FROM data_sync.add_rule('steal', 'h.users', 'h.scratch', '{\"id\": \"id\"}', '{\"phone\": \"phone\"}')"}$$),
   ('drop_rule', '{"SELECT * FROM data_sync.drop_rule(''phone'')"}'),
   ('disable_rule', '{"SELECT * FROM data_sync.disable_rule(''phone'')"}'),
   ('enable_rule', '{"SELECT * FROM data_sync.enable_rule(''off'')"}'),

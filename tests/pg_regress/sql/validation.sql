@@ -313,6 +313,7 @@ SELECT * FROM installed ORDER BY 1, 2;
 -- ...while one expression with a trailing comment, or with its own parentheses and a subquery, is fine
 -- (both taken back in the same savepoint).
 SAVEPOINT s;
+SELECT * FROM data_sync.drop_rule('phone');
 SELECT * FROM data_sync.add_rule('open_only', 'val.users', 'val.pets', '{"owner_id": "id"}',
     '{"contact_phone": "phone"}', $$status = 'lost' -- only open reports$$);
 SELECT * FROM data_sync.add_rule('open_only_2', 'val.a', 'val.b', '{"a_id": "id"}', '{"y": "x"}',
