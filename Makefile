@@ -71,6 +71,17 @@ test:
 soak: install
 	python3 bench/soak.py
 
+# Differential tester (tests/difftest/difftest.py): generated schemas, rules and workloads checked
+# against an independent oracle. DIFFTEST_SECONDS (120), DIFFTEST_SEED (from the clock, printed).
+# psycopg 3 in a venv of its own.
+DIFFTEST_VENV ?= /tmp/data_sync_difftest_venv
+.PHONY: difftest
+difftest: install
+	test -x $(DIFFTEST_VENV)/bin/python || python3 -m venv $(DIFFTEST_VENV)
+	$(DIFFTEST_VENV)/bin/python -c 'import psycopg' 2>/dev/null || \
+		$(DIFFTEST_VENV)/bin/pip install -q 'psycopg[binary]==3.2.13'
+	$(DIFFTEST_VENV)/bin/python tests/difftest/difftest.py
+
 # Benchmarks (bench/run.py; see bench/RESULTS.md). BENCH_PROFILE=smoke|quick|full; extra
 # arguments in BENCH_ARGS (e.g. --scenarios 1,3). Built in release mode, like production.
 BENCH_PROFILE ?= quick

@@ -10,7 +10,7 @@ CREATE EVENT TRIGGER data_sync_ddl ON ddl_command_end
                  'ALTER TYPE', 'DROP TYPE', 'ALTER DOMAIN', 'DROP DOMAIN', 'DROP INDEX',
                  'ALTER INDEX', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
                  'ALTER FUNCTION', 'DROP FUNCTION', 'ALTER OPERATOR', 'DROP OPERATOR',
-                 'CREATE TABLE', 'CREATE TRIGGER', 'DROP TRIGGER')
+                 'CREATE TABLE', 'CREATE TRIGGER')
     EXECUTE FUNCTION data_sync.ddl_watch();
 
 -- status() in a session that has not loaded the library yet (data_sync.failure_mode unknown there

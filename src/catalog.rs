@@ -53,6 +53,18 @@ pub fn lookup(name: &TableName) -> Option<TableInfo> {
                                       OPERATOR(pg_catalog.=) 19::pg_catalog.int2
                                   AND p.pronamespace OPERATOR(pg_catalog.<>)
                                       (SELECT e.extnamespace FROM pg_catalog.pg_extension e
+                                       WHERE e.extname OPERATOR(pg_catalog.=) 'data_sync')),
+                        EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                                JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid
+                                WHERE t.tgrelid OPERATOR(pg_catalog.=) ANY (
+                                          ARRAY(SELECT relid FROM pg_catalog.pg_partition_tree(c.oid))
+                                          OPERATOR(pg_catalog.||) c.oid)
+                                  AND NOT t.tgisinternal
+                                  -- ROW (1), BEFORE (2), INSERT (4)
+                                  AND (t.tgtype OPERATOR(pg_catalog.&) 7::pg_catalog.int2)
+                                      OPERATOR(pg_catalog.=) 7::pg_catalog.int2
+                                  AND p.pronamespace OPERATOR(pg_catalog.<>)
+                                      (SELECT e.extnamespace FROM pg_catalog.pg_extension e
                                        WHERE e.extname OPERATOR(pg_catalog.=) 'data_sync'))
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
                  WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2",
@@ -68,6 +80,7 @@ pub fn lookup(name: &TableName) -> Option<TableInfo> {
         let inheritance_children: Vec<String> = row.get(5).ok()??;
         let is_child: bool = row.get(6).ok()??;
         let before_update_triggers: bool = row.get(7).ok()??;
+        let before_insert_triggers: bool = row.get(8).ok()??;
         Some(TableInfo {
             name: name.clone(),
             oid: oid.to_u32(),
@@ -79,6 +92,7 @@ pub fn lookup(name: &TableName) -> Option<TableInfo> {
             inheritance_children,
             is_child,
             before_update_triggers,
+            before_insert_triggers,
         })
     })
 }
@@ -381,33 +395,27 @@ pub fn drop_rule_triggers(rule: &str) {
     }
 }
 
-/// Whether the rule's installed triggers filter UPDATEs by column lists where the plan wants them
-/// to (`Planner::triggers_by_side`): false once a table gained or lost BEFORE UPDATE triggers of
-/// its own since the rule was installed.
-pub fn triggers_match_plan(rule: &str, tables: [u32; 2], source_unfiltered: bool, target_unfiltered: bool) -> bool {
+/// The rule's triggers on its two tables as `Planner::trigger_shapes` describes them (name, on
+/// INSERT, on UPDATE, UPDATE filtered by columns), in name order.
+pub fn installed_trigger_shapes(rule: &str, tables: [u32; 2]) -> Vec<(String, bool, bool, bool)> {
     let names: Vec<String> = TRIGGER_SUFFIXES.iter().map(|(suffix, _)| trigger_name(rule, suffix)).collect();
-    let installed: Vec<(String, bool)> = Spi::connect(|client| {
+    Spi::connect(|client| {
         client
             .select(
                 "SELECT t.tgname::pg_catalog.text,
+                        (t.tgtype OPERATOR(pg_catalog.&) 4::pg_catalog.int2) OPERATOR(pg_catalog.<>) 0::pg_catalog.int2,
+                        (t.tgtype OPERATOR(pg_catalog.&) 16::pg_catalog.int2) OPERATOR(pg_catalog.<>) 0::pg_catalog.int2,
                         pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]) OPERATOR(pg_catalog.>) 0
                  FROM pg_catalog.pg_trigger t
                  WHERE t.tgname OPERATOR(pg_catalog.=) ANY ($1)
                    AND t.tgrelid OPERATOR(pg_catalog.=) ANY ($2)
-                   -- UPDATE (16) among the events
-                   AND (t.tgtype OPERATOR(pg_catalog.&) 16::pg_catalog.int2) OPERATOR(pg_catalog.<>) 0::pg_catalog.int2",
+                 ORDER BY 1",
                 None,
                 &[names.into(), tables.map(pg_sys::Oid::from).to_vec().into()],
             )
             .expect("pg_trigger is readable")
-            .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap()))
+            .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap(), r.get(3).unwrap().unwrap(), r.get(4).unwrap().unwrap()))
             .collect()
-    });
-    installed.iter().all(|(name, filtered)| {
-        let source_side =
-            TRIGGER_SUFFIXES.iter().any(|(suffix, side)| *side == 's' && *name == trigger_name(rule, suffix));
-        let unfiltered = if source_side { source_unfiltered } else { target_unfiltered };
-        *filtered != unfiltered
     })
 }
 

@@ -223,7 +223,7 @@ fn apply_group(rt: &RuleRuntime, items: &[Item], summary: &mut Summary) -> Resul
         let result = subxact::try_catch(std::panic::AssertUnwindSafe(|| {
             let keys = rt.keys_from_text(&texts, reverse, true);
             let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
-            (key, triggers::apply_keys(rt, &keys, triggers::Rows::Keys, operation, reverse))
+            (key, triggers::apply_keys(rt, &keys, triggers::Rows::Keys, operation, reverse, true))
         }));
         match result {
             Ok((key, (changed, conflicts))) => {

@@ -430,12 +430,18 @@ pub enum Rows<'a> {
 /// The propagation itself, without logging: carries the rows of these keys over (or back, for
 /// a bidirectional rule's way back; from `row`'s values when given). Returns rows changed and,
 /// for last-write-wins rules, rows skipped as newer. Must be called inside an SPI connection.
+/// `lock`: lock the source rows first (re-syncs, re-fills and queue items always do): a
+/// propagation that does not run inside the write that changed the rows must not read a version
+/// that a writer still holding them is replacing. It would write that older value after the
+/// writer's own propagation (a lost update in READ COMMITTED); locking waits for the writer and
+/// then reads what it committed.
 pub fn apply_keys(
     rt: &RuleRuntime,
     keys: &[Vec<Datum>],
     rows: Rows<'_>,
     operation: &str,
     reverse: bool,
+    lock: bool,
 ) -> (u64, Option<u64>) {
     // A last-write-wins rule counts the rows it skipped as newer, for the log; that takes a
     // second statement, unneeded when one key changed its one maintained row.
@@ -464,11 +470,15 @@ pub fn apply_keys(
         }
         return (changed, conflicts);
     }
-    if operation == "sync" || operation == "fill" {
+    if lock || operation == "sync" || operation == "fill" {
         // As the source's owner, who may lock its rows. A re-fill locks like the fill of an
         // inserted row (see `fill_lookup`): an update of the source row racing it waits, or is
         // waited for, and so sees the re-parented row.
-        let doing = if operation == "fill" { "filling rows of" } else { "re-sync of" };
+        let doing = match operation {
+            "fill" => "filling rows of",
+            "sync" => "re-sync of",
+            _ => "propagation to",
+        };
         apply::naming_rule(rt, doing, || apply::as_role(rt.source_owner, || rt.lock_sources(keys)));
     }
     let (changed, conflicts) = apply::naming_rule(rt, "propagation to", || {
@@ -528,7 +538,7 @@ fn run_and_log(rt: &RuleRuntime, keys: &[Vec<Datum>], rows: Rows<'_>, operation:
     apply::with_spi(|| {
         let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
         let outcome = log::Outcome { operation, reverse, source_rows: keys.len() as i64, role, attempt: 1 };
-        let work = || apply_keys(rt, keys, rows, operation, reverse);
+        let work = || apply_keys(rt, keys, rows, operation, reverse, false);
         let (changed, conflicts) = if mode == SyncMode::Strict {
             work()
         } else {
@@ -655,9 +665,13 @@ fn target_fill_trigger<'a>(
     }
 }
 
-/// Notes the match key of a re-parented target row (AFTER UPDATE OF <match columns>).
+/// Notes the match key of a re-parented target row (AFTER UPDATE OF <match columns>), or of an
+/// inserted one on a target that fills after insert (`Planner::fills_after_insert`).
 fn note_refill(trigger: &PgTrigger<'_>) {
     let name = rule_name(trigger);
+    if in_chain(name, false) {
+        return; // the rule's own write: it changes no match column, and brings no row into scope
+    }
     let Some(rt) = apply::runtime(name) else { return };
     let layout = rt.layout(trigger.trigger_data(), Side::Target);
     if update_changed_nothing(trigger, &layout.watched) {
@@ -665,7 +679,8 @@ fn note_refill(trigger: &PgTrigger<'_>) {
     }
     let Some(key) = note_key(trigger, &rt, &layout.key) else { return };
     let data = trigger.trigger_data();
-    let tid = unsafe { ((*data.tg_newtuple).t_self, (*data.tg_relation).rd_id) };
+    // (an inserted row, when the target fills after insert, or a re-parented one)
+    let tid = unsafe { ((*new_tuple(data)).t_self, (*data.tg_relation).rd_id) };
     PENDING.with(|p| note(&mut p.borrow_mut().refill_rows, name, (key, tid)));
     if flush_now(trigger, &rt.target) {
         refill(name);

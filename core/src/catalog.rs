@@ -64,6 +64,8 @@ pub struct TableInfo {
     /// Whether the table (or one of its partitions) has BEFORE UPDATE row triggers besides
     /// data_sync's: they may change columns an UPDATE statement does not name.
     pub before_update_triggers: bool,
+    /// Likewise BEFORE INSERT row triggers: they may run after data_sync's fill.
+    pub before_insert_triggers: bool,
 }
 
 impl TableInfo {

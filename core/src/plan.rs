@@ -101,6 +101,20 @@ pub struct RulePlan {
     pub reverse_conflicts_many: Option<String>,
 }
 
+/// One trigger of a rule: its name suffix, `timing event` clause, what it fires on, level and
+/// function.
+#[derive(Debug, Clone)]
+struct TriggerSpec {
+    suffix: &'static str,
+    event: String,
+    insert: bool,
+    update: bool,
+    /// UPDATE filtered by an `UPDATE OF` column list
+    filtered: bool,
+    level: &'static str,
+    function: &'static str,
+}
+
 pub struct Planner<'a> {
     pub rule: &'a Rule,
     pub source: &'a TableInfo,
@@ -387,8 +401,9 @@ impl<'a> Planner<'a> {
             keys_range_after: None,
             keys_count: String::new(),
             key_types: key_cols.iter().map(|c| c.type_oid).collect(),
-            lock_one: String::new(),
-            lock_many: String::new(),
+            // a queued append reads the row once its writer committed (see `apply_keys`)
+            lock_one: format!("SELECT 1 FROM {table} AS {alias} WHERE {one} FOR SHARE OF {alias}"),
+            lock_many: format!("SELECT 1 FROM {many_from}{table} AS {alias} WHERE {many} FOR SHARE OF {alias}"),
             conflicts_one: None,
             conflicts_many: None,
             refill: String::new(),
@@ -581,12 +596,45 @@ impl<'a> Planner<'a> {
         )
     }
 
-    /// Target columns whose change re-fills a target row: the match columns (re-parenting)
-    /// and, with `latest_by`, the ordering column (a row becoming the newest).
+    /// Target columns whose change re-fills a target row: the match columns (re-parenting),
+    /// with `latest_by` the ordering column (a row becoming the newest), and the target columns
+    /// a `where` names (a row entering the rule's scope).
     pub fn refill_columns(&self) -> Vec<String> {
         let mut refill: Vec<String> = self.rule.keys.iter().map(|p| p.target.clone()).collect();
         refill.extend(self.rule.latest_by.clone());
+        for column in self.where_columns() {
+            if !refill.contains(&column) {
+                refill.push(column);
+            }
+        }
         refill
+    }
+
+    /// The target columns a copy rule's `where` names.
+    fn where_columns(&self) -> Vec<String> {
+        match (&self.rule.where_clause, self.rule.kind) {
+            (Some(predicate), crate::rules::RuleKind::Copy) => columns_named(predicate, self.target),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether new target rows are filled after they are inserted (noted by the AFTER row
+    /// trigger and filled by the statement trigger, like re-parented rows) instead of in place:
+    /// when the target has BEFORE INSERT row triggers of its own, which may run after data_sync's
+    /// (triggers fire in name order) and change what the fill depends on (a `where` column, a
+    /// match column). Bidirectional rules fill in place (only what the writer left NULL).
+    pub fn fills_after_insert(&self) -> bool {
+        self.target.before_insert_triggers && !self.rule.bidirectional
+    }
+
+    /// What each trigger of the rule is: (name, fires on INSERT, fires on UPDATE, UPDATE
+    /// filtered by a column list), as `pg_trigger` shows them, to tell whether the installed
+    /// triggers are still the ones the plan wants.
+    pub fn trigger_shapes(&self) -> Vec<(String, bool, bool, bool)> {
+        self.trigger_specs()
+            .into_iter()
+            .map(|t| (trigger_name(&self.rule.name, t.suffix), t.insert, t.update, t.filtered))
+            .collect()
     }
 
     /// `CREATE TRIGGER` statements installing the rule. Source side: an AFTER row trigger that
@@ -612,60 +660,13 @@ impl<'a> Planner<'a> {
     /// rows whose watched values changed).
     pub fn triggers_by_side(&self) -> Vec<(char, String)> {
         let rule = self.rule;
-        let append = rule.kind == crate::rules::RuleKind::Append;
-        let watched: Vec<&str> = rule.watched_source_columns().into_iter().collect();
-        let list = |cols: &[&str]| cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-        let src = self.source.name.sql();
-        let tgt = self.target.name.sql();
-        // "INSERT OR UPDATE OF a, b", "UPDATE OF a, b" or "INSERT" ("UPDATE": see above)
-        let events = |insert: bool, update_of: &[&str], table: &TableInfo| {
-            let mut events = Vec::new();
-            if insert {
-                events.push("INSERT".to_string());
-            }
-            if !update_of.is_empty() && table.before_update_triggers {
-                events.push("UPDATE".to_string());
-            } else if !update_of.is_empty() {
-                events.push(format!("UPDATE OF {}", list(update_of)));
-            }
-            events.join(" OR ")
-        };
-        // (suffix, timing and event, table, level, function)
-        let mut triggers: Vec<(&str, String, &str, &str, &str)> = Vec::new();
-        let source_events = events(!append || rule.on_insert, &watched, self.source);
-        if !source_events.is_empty() {
-            triggers.push(("sr", format!("AFTER {source_events}"), src.as_str(), "ROW", "source_row_trigger"));
-            triggers.push((
-                "ss",
-                format!("AFTER {source_events}"),
-                src.as_str(),
-                "STATEMENT",
-                "source_statement_trigger",
-            ));
-        }
-        let refill = self.refill_columns();
-        let refill: Vec<&str> = refill.iter().map(String::as_str).collect();
-        if !append {
-            triggers.push(("tf", "BEFORE INSERT".into(), tgt.as_str(), "ROW", "target_fill_trigger"));
-            let refilled = format!("AFTER {}", events(false, &refill, self.target));
-            triggers.push(("tr", refilled, tgt.as_str(), "ROW", "target_fill_trigger"));
-        }
-        if !append {
-            let logged = format!("AFTER {}", events(true, &refill, self.target));
-            triggers.push(("ts", logged, tgt.as_str(), "STATEMENT", "target_statement_trigger"));
-        }
-        if !append && rule.bidirectional {
-            // a change of a copied target column (or a new target row) flows back to the source
-            let copied: Vec<&str> = rule.copies.iter().map(|p| p.target.as_str()).collect();
-            let back = format!("AFTER {}", events(true, &copied, self.target));
-            triggers.push(("rr", back.clone(), tgt.as_str(), "ROW", "reverse_row_trigger"));
-            triggers.push(("rs", back, tgt.as_str(), "STATEMENT", "reverse_statement_trigger"));
-        }
         let arg = literal(&rule.name);
         let mut out = Vec::new();
-        for (suffix, event, table, level, function) in triggers {
-            let name = ident(&trigger_name(&rule.name, suffix));
-            let side = if suffix.starts_with('s') { 's' } else { 't' };
+        for t in self.trigger_specs() {
+            let name = ident(&trigger_name(&rule.name, t.suffix));
+            let side = if t.suffix.starts_with('s') { 's' } else { 't' };
+            let table = if side == 's' { self.source.name.sql() } else { self.target.name.sql() };
+            let (event, level, function) = (t.event, t.level, t.function);
             out.push((
                 side,
                 format!(
@@ -679,6 +680,72 @@ impl<'a> Planner<'a> {
             }
         }
         out
+    }
+
+    /// The rule's triggers, described.
+    fn trigger_specs(&self) -> Vec<TriggerSpec> {
+        let rule = self.rule;
+        let append = rule.kind == crate::rules::RuleKind::Append;
+        let watched: Vec<&str> = rule.watched_source_columns().into_iter().collect();
+        let list = |cols: &[&str]| cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        // "AFTER INSERT OR UPDATE OF a, b", "AFTER UPDATE OF a, b", "AFTER INSERT" ("UPDATE": see
+        // above), and what it fires on
+        let spec = |suffix: &'static str, timing: &str, insert: bool, update_of: &[&str], table: &TableInfo| {
+            let mut events = Vec::new();
+            if insert {
+                events.push("INSERT".to_string());
+            }
+            let update = !update_of.is_empty();
+            // A column a `where` names is watched without a column list: a trigger that depends on
+            // a column blocks `DROP COLUMN`, and dropping a `where` column must only disable the
+            // rule (see ddl.rs), as for any other column it uses.
+            let names_where_column = self
+                .where_columns()
+                .iter()
+                .any(|c| update_of.contains(&c.as_str()) && !self.rule.keys.iter().any(|k| &k.target == c));
+            let filtered = update && !table.before_update_triggers && !names_where_column;
+            if filtered {
+                events.push(format!("UPDATE OF {}", list(update_of)));
+            } else if update {
+                events.push("UPDATE".to_string());
+            }
+            let event = format!("{timing} {}", events.join(" OR "));
+            TriggerSpec { suffix, event, insert, update, filtered, level: "ROW", function: "" }
+        };
+        let fill_after = self.fills_after_insert();
+        let mut triggers: Vec<TriggerSpec> = Vec::new();
+        let source_insert = !append || rule.on_insert;
+        if source_insert || !watched.is_empty() {
+            let row = spec("sr", "AFTER", source_insert, &watched, self.source);
+            let statement =
+                TriggerSpec { suffix: "ss", level: "STATEMENT", function: "source_statement_trigger", ..row.clone() };
+            triggers.push(TriggerSpec { function: "source_row_trigger", ..row });
+            triggers.push(statement);
+        }
+        let refill = self.refill_columns();
+        let refill: Vec<&str> = refill.iter().map(String::as_str).collect();
+        if !append {
+            if !fill_after {
+                let mut fill = spec("tf", "BEFORE", true, &[], self.target);
+                fill.function = "target_fill_trigger";
+                triggers.push(fill);
+            }
+            let mut refilled = spec("tr", "AFTER", fill_after, &refill, self.target);
+            refilled.function = "target_fill_trigger";
+            triggers.push(refilled);
+            let logged = spec("ts", "AFTER", true, &refill, self.target);
+            triggers.push(TriggerSpec { level: "STATEMENT", function: "target_statement_trigger", ..logged });
+        }
+        if !append && rule.bidirectional {
+            // a change of a copied target column (or a new target row) flows back to the source
+            let copied: Vec<&str> = rule.copies.iter().map(|p| p.target.as_str()).collect();
+            let back = spec("rr", "AFTER", true, &copied, self.target);
+            let statement =
+                TriggerSpec { suffix: "rs", level: "STATEMENT", function: "reverse_statement_trigger", ..back.clone() };
+            triggers.push(TriggerSpec { function: "reverse_row_trigger", ..back });
+            triggers.push(statement);
+        }
+        triggers
     }
 }
 
@@ -739,6 +806,87 @@ pub fn trigger_side(rule: &str, trigger: &[u8]) -> Option<char> {
     }
     // legacy: s… on the source; t… (fill) and r… (way back) on the target
     LEGACY_TRIGGER_SUFFIXES.contains(&suffix).then(|| if suffix.starts_with('s') { 's' } else { 't' })
+}
+
+/// The columns of `table` an SQL expression may name: every identifier outside string literals
+/// and comments that is a column name (unquoted ones folded to lower case, as the server does).
+/// A superset is harmless (a column watched for nothing), so no grammar is needed.
+pub fn columns_named(expression: &str, table: &TableInfo) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut note = |word: String| {
+        if table.column(&word).is_some() && !found.contains(&word) {
+            found.push(word);
+        }
+    };
+    let chars: Vec<char> = expression.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '-' && next == Some('-') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            i += 2;
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+        } else if c == '\'' {
+            // a string literal ('' inside it is a quote); E'…' escapes are skipped as text too
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '\'' && chars.get(i + 1) == Some(&'\'') {
+                    i += 2;
+                } else if chars[i] == '\'' {
+                    break;
+                } else {
+                    i += 1;
+                }
+            }
+            i += 1;
+        } else if c == '$' && next.is_some_and(|n| n == '$' || n.is_alphabetic() || n == '_') {
+            // a dollar-quoted string: $tag$ … $tag$
+            let start = i;
+            i += 1;
+            while i < chars.len() && chars[i] != '$' {
+                i += 1;
+            }
+            let tag: String = chars[start..=i.min(chars.len() - 1)].iter().collect();
+            let rest: String = chars[i + 1..].iter().collect();
+            i = match rest.find(&tag) {
+                Some(end) => i + 1 + rest[..end].chars().count() + tag.chars().count(),
+                None => chars.len(),
+            };
+        } else if c == '"' {
+            let mut word = String::new();
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '"' && chars.get(i + 1) == Some(&'"') {
+                    word.push('"');
+                    i += 2;
+                } else if chars[i] == '"' {
+                    break;
+                } else {
+                    word.push(chars[i]);
+                    i += 1;
+                }
+            }
+            i += 1;
+            note(word);
+        } else if c.is_alphabetic() || c == '_' {
+            let mut word = String::new();
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$') {
+                word.push(chars[i]);
+                i += 1;
+            }
+            note(word.to_lowercase());
+        } else {
+            i += 1;
+        }
+    }
+    found
 }
 
 /// Keyset pagination condition "key > ($2, $3, …)" in key order, spelled with each column's
@@ -970,6 +1118,19 @@ mod tests {
             let suffix = &ddl[start..start + ddl[start..].find('"').unwrap()];
             assert!(TRIGGER_SUFFIXES.iter().any(|(s, _)| s == &suffix), "{ddl}");
         }
+    }
+
+    #[test]
+    fn columns_a_where_names() {
+        let cat = tailtracker();
+        let lost = cat["public.lost_pets"].as_ref().unwrap();
+        let named = |w: &str| columns_named(w, lost);
+        assert_eq!(named("status = 'lost'"), vec!["status"]);
+        assert_eq!(named("STATUS = 'n' -- meta\n AND \"n\" > 1"), vec!["status", "n"]);
+        // words in strings and comments are not columns
+        assert_eq!(named("'status' = 'meta' /* n */"), Vec::<String>::new());
+        assert_eq!(named("$$status$$ = $x$ n $x$ OR owner_id IS NULL"), vec!["owner_id"]);
+        assert_eq!(named("lower(contact_phone) LIKE 'x%'"), vec!["contact_phone"]);
     }
 
     #[test]

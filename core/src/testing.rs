@@ -38,5 +38,6 @@ pub fn tbl(schema: &str, name: &str, cols: &[(&str, &str)], unique: &[&[&str]]) 
         inheritance_children: Vec::new(),
         is_child: false,
         before_update_triggers: false,
+        before_insert_triggers: false,
     }
 }

@@ -246,6 +246,7 @@ fn table(schema: &str, name: &str, columns: Vec<ColumnInfo>, unique: Vec<Vec<Str
         inheritance_children: Vec::new(),
         is_child: false,
         before_update_triggers: false,
+        before_insert_triggers: false,
     }
 }
 

@@ -83,10 +83,15 @@ SAVEPOINT s;
 INSERT INTO h.scratch VALUES (1, 'pwned');
 ROLLBACK TO SAVEPOINT s;
 DROP TRIGGER mine ON h.scratch;
+RESET ROLE;
+-- (data_sync's event trigger would re-create the rule's triggers at once: switched off here)
+ALTER EVENT TRIGGER data_sync_ddl DISABLE;
+SET ROLE ds_h_owner;
 CREATE TRIGGER data_sync_phone_tf AFTER INSERT ON h.users FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger('phone');
 INSERT INTO h.users VALUES (3, '333');
 ROLLBACK TO SAVEPOINT s;
 RESET ROLE;
+ALTER EVENT TRIGGER data_sync_ddl ENABLE;
 SELECT * FROM h.pets ORDER BY id;
 
 -- 2. A writer's search_path cannot capture what data_sync runs as the target's owner: catalog

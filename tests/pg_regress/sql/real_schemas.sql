@@ -159,9 +159,24 @@ SELECT tgname, pg_get_triggerdef(oid) LIKE '%UPDATE OF%' AS column_list
 FROM pg_trigger WHERE tgname LIKE 'data_sync_contact_s%' ORDER BY 1;
 UPDATE rs.contacts SET local = '999';
 SELECT * FROM rs.contact_copies;
-DROP TRIGGER derive ON rs.contacts;
-SELECT tgname, pg_get_triggerdef(oid) LIKE '%UPDATE OF%' AS column_list
-FROM pg_trigger WHERE tgname LIKE 'data_sync_contact_s%' ORDER BY 1;
+-- ...and the same for a target: a user's BEFORE INSERT trigger that puts a new row into the rule's
+-- scope runs after data_sync's in-place fill would (triggers fire in name order), so such a target
+-- is filled after the insert, like a re-parented row.
+CREATE TABLE rs.requests (id bigint PRIMARY KEY, contact_id bigint, phone text, state text);
+SELECT * FROM data_sync.add_rule('request', 'rs.contacts', 'rs.requests', '{"contact_id": "id"}', '{"phone": "phone"}',
+                                 $$state = 'open'$$);
+CREATE FUNCTION rs.open_request() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.state := coalesce(NEW.state, 'open');
+    RETURN NEW;
+END $$;
+CREATE TRIGGER open_it BEFORE INSERT ON rs.requests FOR EACH ROW EXECUTE FUNCTION rs.open_request();
+INSERT INTO rs.requests (id, contact_id) VALUES (1, 1);
+SELECT * FROM rs.requests;
+-- a row entering the `where` scope by an update of a column the `where` names is filled too
+INSERT INTO rs.requests (id, contact_id, state) VALUES (2, 1, 'draft');
+UPDATE rs.requests SET state = 'open' WHERE id = 2;
+SELECT * FROM rs.requests ORDER BY id;
 ROLLBACK;
 
 -- 8. status() works in a session that has not called into the library yet, and DROP EXTENSION
