@@ -63,6 +63,12 @@ test:
 	$(MAKE) isolation
 	$(MAKE) tap
 	$(MAKE) soak
+	$(MAKE) difftest DIFFTEST_SECONDS=$(TEST_DIFFTEST_SECONDS) DIFFTEST_SEED=$(TEST_DIFFTEST_SEED)
+
+# make test runs the differential tester for 2 minutes from a fixed seed (the same cases on every
+# run, so CI is reproducible); `make difftest` alone picks a new seed each time (printed).
+TEST_DIFFTEST_SECONDS ?= 120
+TEST_DIFFTEST_SEED ?= 20261201
 
 # Soak test (bench/soak.py): 8 pgbench clients mixing writes and re-syncs on the TailTracker
 # schema for SOAK_SECONDS (60), then zero drift, no unexplained failure in sync_log, no failed
@@ -75,12 +81,14 @@ soak: install
 # against an independent oracle. DIFFTEST_SECONDS (120), DIFFTEST_SEED (from the clock, printed).
 # psycopg 3 in a venv of its own.
 DIFFTEST_VENV ?= /tmp/data_sync_difftest_venv
+DIFFTEST_SECONDS ?= 120
+DIFFTEST_SEED ?=
 .PHONY: difftest
 difftest: install
 	test -x $(DIFFTEST_VENV)/bin/python || python3 -m venv $(DIFFTEST_VENV)
 	$(DIFFTEST_VENV)/bin/python -c 'import psycopg' 2>/dev/null || \
 		$(DIFFTEST_VENV)/bin/pip install -q 'psycopg[binary]==3.2.13'
-	$(DIFFTEST_VENV)/bin/python tests/difftest/difftest.py
+	DIFFTEST_SECONDS=$(DIFFTEST_SECONDS) DIFFTEST_SEED=$(DIFFTEST_SEED) $(DIFFTEST_VENV)/bin/python tests/difftest/difftest.py
 
 # Benchmarks (bench/run.py; see bench/RESULTS.md). BENCH_PROFILE=smoke|quick|full; extra
 # arguments in BENCH_ARGS (e.g. --scenarios 1,3). Built in release mode, like production.

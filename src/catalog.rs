@@ -396,8 +396,8 @@ pub fn drop_rule_triggers(rule: &str) {
 }
 
 /// The rule's triggers on its two tables as `Planner::trigger_shapes` describes them (name, on
-/// INSERT, on UPDATE, UPDATE filtered by columns), in name order.
-pub fn installed_trigger_shapes(rule: &str, tables: [u32; 2]) -> Vec<(String, bool, bool, bool)> {
+/// INSERT, on UPDATE, on DELETE, UPDATE filtered by columns), in name order.
+pub fn installed_trigger_shapes(rule: &str, tables: [u32; 2]) -> Vec<(String, bool, bool, bool, bool)> {
     let names: Vec<String> = TRIGGER_SUFFIXES.iter().map(|(suffix, _)| trigger_name(rule, suffix)).collect();
     Spi::connect(|client| {
         client
@@ -405,6 +405,7 @@ pub fn installed_trigger_shapes(rule: &str, tables: [u32; 2]) -> Vec<(String, bo
                 "SELECT t.tgname::pg_catalog.text,
                         (t.tgtype OPERATOR(pg_catalog.&) 4::pg_catalog.int2) OPERATOR(pg_catalog.<>) 0::pg_catalog.int2,
                         (t.tgtype OPERATOR(pg_catalog.&) 16::pg_catalog.int2) OPERATOR(pg_catalog.<>) 0::pg_catalog.int2,
+                        (t.tgtype OPERATOR(pg_catalog.&) 8::pg_catalog.int2) OPERATOR(pg_catalog.<>) 0::pg_catalog.int2,
                         pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]) OPERATOR(pg_catalog.>) 0
                  FROM pg_catalog.pg_trigger t
                  WHERE t.tgname OPERATOR(pg_catalog.=) ANY ($1)
@@ -414,7 +415,10 @@ pub fn installed_trigger_shapes(rule: &str, tables: [u32; 2]) -> Vec<(String, bo
                 &[names.into(), tables.map(pg_sys::Oid::from).to_vec().into()],
             )
             .expect("pg_trigger is readable")
-            .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap(), r.get(3).unwrap().unwrap(), r.get(4).unwrap().unwrap()))
+            .map(|r| {
+                let flag = |i: usize| -> bool { r.get(i).unwrap().unwrap() };
+                (r.get(1).unwrap().unwrap(), flag(2), flag(3), flag(4), flag(5))
+            })
             .collect()
     })
 }

@@ -61,8 +61,11 @@ fn reinstall_if_needed(rule: &validate::Rule) {
     let mut wanted = planner.trigger_shapes();
     wanted.sort();
     let installed = catalog::installed_trigger_shapes(&rule.name, [source.oid, target.oid]);
-    // (none at all: somebody is replacing them by hand, as an earlier build's set is; leave it)
-    if installed == wanted || installed.is_empty() || catalog::has_legacy_triggers(&rule.name) {
+    // Only triggers that are all there, in another shape (or with one the plan no longer wants),
+    // are re-created. One missing: somebody is creating or replacing them right now (pg_restore,
+    // an earlier build's set being put back): leave them.
+    let complete = wanted.iter().all(|w| installed.iter().any(|i| i.0 == w.0));
+    if installed == wanted || !complete || catalog::has_legacy_triggers(&rule.name) {
         return;
     }
     let owner = |oid: u32| {

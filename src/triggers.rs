@@ -37,6 +37,9 @@ struct Pending {
     /// Re-parented target rows (their new match key and tid), re-filled by the target's
     /// statement trigger.
     refill_rows: HashMap<String, Vec<MovedRow>>,
+    /// `latest_by` rules: match keys whose newest row may have changed (a row of the key was
+    /// deleted, or left it, or stopped being the newest): re-filled as a whole key.
+    refill_keys: HashMap<String, Vec<Vec<Datum>>>,
     fills: HashMap<String, u64>,
 }
 
@@ -135,6 +138,7 @@ unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _a
                 p.rows.clear();
                 p.reverse_keys.clear();
                 p.refill_rows.clear();
+                p.refill_keys.clear();
                 p.fills.clear();
             }
         });
@@ -296,10 +300,20 @@ fn source_row(trigger: &PgTrigger<'_>, rt: &RuleRuntime, layout: &Layout) -> Sou
 /// The row's values at `attnums`, copied into TopTransactionContext so they survive until
 /// the statement trigger; `None` if one is NULL (a NULL key matches nothing).
 fn note_key(trigger: &PgTrigger<'_>, rt: &RuleRuntime, attnums: &[i32]) -> Option<Vec<Datum>> {
+    note_key_of(trigger, rt, attnums, new_tuple(trigger.trigger_data()))
+}
+
+/// `note_key` of the given tuple of the trigger's row (the old version, say).
+fn note_key_of(
+    trigger: &PgTrigger<'_>,
+    rt: &RuleRuntime,
+    attnums: &[i32],
+    tuple: *mut pg_sys::HeapTupleData,
+) -> Option<Vec<Datum>> {
     let data = trigger.trigger_data();
     unsafe {
         let desc = (*data.tg_relation).rd_att;
-        let key = attributes(new_tuple(data), desc, attnums)?;
+        let key = attributes(tuple, desc, attnums)?;
         let old = pg_sys::CurrentMemoryContext;
         pg_sys::CurrentMemoryContext = pg_sys::TopTransactionContext;
         let key: Vec<Datum> =
@@ -668,17 +682,28 @@ fn target_fill_trigger<'a>(
 /// Notes the match key of a re-parented target row (AFTER UPDATE OF <match columns>), or of an
 /// inserted one on a target that fills after insert (`Planner::fills_after_insert`).
 fn note_refill(trigger: &PgTrigger<'_>) {
+    // (also inside the rule's own propagation: the target's own triggers may change other rows then)
     let name = rule_name(trigger);
-    if in_chain(name, false) {
-        return; // the rule's own write: it changes no match column, and brings no row into scope
-    }
     let Some(rt) = apply::runtime(name) else { return };
     let layout = rt.layout(trigger.trigger_data(), Side::Target);
     if update_changed_nothing(trigger, &layout.watched) {
         return;
     }
-    let Some(key) = note_key(trigger, &rt, &layout.key) else { return };
     let data = trigger.trigger_data();
+    let operation = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+    if rt.rule.latest_by.is_some() && operation != pg_sys::TRIGGER_EVENT_INSERT {
+        // The row's old key may have a new newest row now, never filled while another was newer.
+        if let Some(old) = note_key_of(trigger, &rt, &layout.key, data.tg_trigtuple) {
+            PENDING.with(|p| note(&mut p.borrow_mut().refill_keys, name, old));
+        }
+    }
+    if operation == pg_sys::TRIGGER_EVENT_DELETE {
+        if flush_now(trigger, &rt.target) {
+            refill(name);
+        }
+        return;
+    }
+    let Some(key) = note_key(trigger, &rt, &layout.key) else { return };
     // (an inserted row, when the target fills after insert, or a re-parented one)
     let tid = unsafe { ((*new_tuple(data)).t_self, (*data.tg_relation).rd_id) };
     PENDING.with(|p| note(&mut p.borrow_mut().refill_rows, name, (key, tid)));
@@ -690,11 +715,22 @@ fn note_refill(trigger: &PgTrigger<'_>) {
 /// Re-fills the noted re-parented target rows (only them: the new parent's other rows may hold
 /// a value written by hand) from their new source rows, logged as `fill`.
 fn refill(name: &str) {
-    let rows = PENDING.with(|p| p.borrow_mut().refill_rows.remove(name)).unwrap_or_default();
-    if rows.is_empty() {
+    let (rows, keys) = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        (p.refill_rows.remove(name).unwrap_or_default(), p.refill_keys.remove(name).unwrap_or_default())
+    });
+    if rows.is_empty() && keys.is_empty() {
         return;
     }
     let Some(rt) = apply::runtime(name) else { return };
+    if !keys.is_empty() {
+        // every maintained (newest) row of these keys: the other rows of a `latest_by` key are
+        // not maintained, so no hand-written value is overwritten
+        run_and_log(&rt, &keys, Rows::Keys, "fill", false);
+    }
+    if rows.is_empty() {
+        return;
+    }
     let (keys, mut tids): (Vec<Vec<Datum>>, Vec<(pg_sys::ItemPointerData, pg_sys::Oid)>) = rows.into_iter().unzip();
     apply::follow_updates(&mut tids);
     run_and_log(&rt, &keys, Rows::Moved(&tids), "fill", false);

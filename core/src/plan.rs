@@ -109,6 +109,7 @@ struct TriggerSpec {
     event: String,
     insert: bool,
     update: bool,
+    delete: bool,
     /// UPDATE filtered by an `UPDATE OF` column list
     filtered: bool,
     level: &'static str,
@@ -627,13 +628,13 @@ impl<'a> Planner<'a> {
         self.target.before_insert_triggers && !self.rule.bidirectional
     }
 
-    /// What each trigger of the rule is: (name, fires on INSERT, fires on UPDATE, UPDATE
+    /// What each trigger of the rule is: (name, fires on INSERT, on UPDATE, on DELETE, UPDATE
     /// filtered by a column list), as `pg_trigger` shows them, to tell whether the installed
     /// triggers are still the ones the plan wants.
-    pub fn trigger_shapes(&self) -> Vec<(String, bool, bool, bool)> {
+    pub fn trigger_shapes(&self) -> Vec<(String, bool, bool, bool, bool)> {
         self.trigger_specs()
             .into_iter()
-            .map(|t| (trigger_name(&self.rule.name, t.suffix), t.insert, t.update, t.filtered))
+            .map(|t| (trigger_name(&self.rule.name, t.suffix), t.insert, t.update, t.delete, t.filtered))
             .collect()
     }
 
@@ -695,6 +696,8 @@ impl<'a> Planner<'a> {
             if insert {
                 events.push("INSERT".to_string());
             }
+            // a `latest_by` target: deleting the newest row of a key makes another one the newest
+            let delete = (suffix == "tr" || suffix == "ts") && self.rule.latest_by.is_some();
             let update = !update_of.is_empty();
             // A column a `where` names is watched without a column list: a trigger that depends on
             // a column blocks `DROP COLUMN`, and dropping a `where` column must only disable the
@@ -709,8 +712,11 @@ impl<'a> Planner<'a> {
             } else if update {
                 events.push("UPDATE".to_string());
             }
+            if delete {
+                events.push("DELETE".to_string());
+            }
             let event = format!("{timing} {}", events.join(" OR "));
-            TriggerSpec { suffix, event, insert, update, filtered, level: "ROW", function: "" }
+            TriggerSpec { suffix, event, insert, update, delete, filtered, level: "ROW", function: "" }
         };
         let fill_after = self.fills_after_insert();
         let mut triggers: Vec<TriggerSpec> = Vec::new();
@@ -1107,7 +1113,8 @@ mod tests {
         let t = p.triggers();
         assert_eq!(t.len(), 7);
         assert!(t[2].contains("BEFORE INSERT ON \"public\".\"health_records\""), "{}", t[2]);
-        assert!(t[3].contains("AFTER UPDATE OF \"pet_id\", \"recorded_at\" ON"), "{}", t[3]);
+        // (deleting the newest record makes another one the newest)
+        assert!(t[3].contains("AFTER UPDATE OF \"pet_id\", \"recorded_at\" OR DELETE ON"), "{}", t[3]);
         assert!(
             t[5].contains("AFTER INSERT OR UPDATE OF \"weight\" ON \"public\".\"health_records\" FOR EACH ROW"),
             "{}",

@@ -74,6 +74,7 @@ EXPECTED_STATES = {
     "42P10",  # ON CONFLICT without a matching unique index on a partitioned table
     "0A000",  # feature not supported (e.g. ON CONFLICT on some partition layouts)
     "2BP01",
+    "42P01",  # DETACH of a partition already detached
 }
 
 
@@ -160,6 +161,10 @@ class Case:
         self.tables = {}       # name -> dict(cols={name: kind}, key=[...])
         self.settings = []     # per session: list of SET statements
         self.concurrent = False
+        self.extra_targets = []
+        self.bi_kind = None
+        self.partitioned = False
+        self.late_partition = None
         self.generate()
 
     # the key columns of a source table, as (name, SQL type, literal pool)
@@ -184,6 +189,8 @@ class Case:
         key_cols = [("id", "bigint"), ("grp", "text")] if composite else [("id", self.keytype)]
         kinds = rng.sample(list(TYPES), rng.randint(2, 4))
         partitioned = rng.random() < 0.4
+        self.partitioned = partitioned
+        self.late_partition = None
         # source: maybe a dropped column first, so that partitions made later are laid out apart
         cols = [(n, t) for n, t in key_cols] + [("gone", "integer")] + [(f"v_{k}", TYPES[k][0]) for k in kinds]
         derived = rng.random() < 0.3 and "text" in kinds
@@ -199,7 +206,9 @@ class Case:
             s.append(f"CREATE TABLE {src} ({coldefs}, PRIMARY KEY ({pk})) PARTITION BY {method.upper()} ({key_cols[0][0]})")
             s.extend(self.partitions(src, method, key_cols, early=True))
             s.append(f"ALTER TABLE {src} DROP COLUMN gone")
-            s.extend(self.partitions(src, method, key_cols, early=False))
+            late = self.partitions(src, method, key_cols, early=False)
+            s.extend(late)
+            self.late_partition = re.search(r"(public\.src_\w+)", late[-1]).group(1) if method != "hash" else "public.src_h1"
         else:
             s.append(f"CREATE TABLE {src} ({coldefs}, PRIMARY KEY ({pk}))")
             s.append(f"ALTER TABLE {src} DROP COLUMN gone")
@@ -256,11 +265,24 @@ class Case:
                 status = rng.choice(["'open'", "'closed'", "NULL"])
                 s.append(f"INSERT INTO {name} (tid, {', '.join(n for n, _ in mcols)}, status) "
                          f"SELECT {tid}, {self.key_select(key)}, {status} ON CONFLICT DO NOTHING")
-            mode = rng.choice(["strict", "isolated", "async"])
-            where = rng.choice([None, None, "status = 'open'", "status IS DISTINCT FROM 'closed'"])
-            self.rules.append(dict(name=f"r{t}", kind="copy", source=src, target=name,
-                                   match={f"m_{n}": n for n, _ in key_cols},
-                                   set={f"c_{k}": f"v_{k}" for k in copied}, where=where, mode=mode))
+            # the copied columns, split between one or two rules on this target (different modes,
+            # different `where`)
+            split = rng.randint(1, len(copied)) if len(copied) > 1 and rng.random() < 0.4 else len(copied)
+            for part, cols_ in enumerate([copied[:split], copied[split:]]):
+                if not cols_:
+                    continue
+                mode = rng.choice(["strict", "isolated", "async"])
+                where = rng.choice([None, None, "status = 'open'", "status IS DISTINCT FROM 'closed'"])
+                self.rules.append(dict(name=f"r{t}" + ("" if part == 0 else "b"), kind="copy", source=src, target=name,
+                                       match={f"m_{n}": n for n, _ in key_cols},
+                                       set={f"c_{k}": f"v_{k}" for k in cols_}, where=where, mode=mode))
+            if rng.random() < 0.2:
+                # the user's statement trigger that updates rows of the target itself
+                s.append(f"CREATE FUNCTION public.dt_reopen_{t}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                         f"IF pg_trigger_depth() = 1 THEN UPDATE {name} SET status = 'open' WHERE status IS NULL; END IF; "
+                         "RETURN NULL; END $$")
+                s.append(f"CREATE TRIGGER dt_reopen AFTER INSERT OR UPDATE ON {name} FOR EACH STATEMENT "
+                         f"EXECUTE FUNCTION public.dt_reopen_{t}()")
         # a chain: the first target feeds a second hop (its tid is unique, and copied onward)
         if rng.random() < 0.3:
             first, copied = targets[0]
@@ -286,6 +308,43 @@ class Case:
                                    watch=[n for n, _ in key_cols] + [f"v_{k}"],
                                    where=rng.choice([None, f"v_{k} IS NOT NULL"]), mode=rng.choice(["strict", "isolated"]),
                                    key=[n for n, _ in key_cols], watched=f"v_{k}"))
+        # latest_by: only the newest target row of a key (by `at`) is maintained
+        self.extra_targets = []
+        if not composite and rng.random() < 0.3:
+            k = rng.choice(kinds)
+            s.append(f"CREATE TABLE public.lat (lid bigint PRIMARY KEY, m_id {self.keytype}, at integer, c_{k} {TYPES[k][0]})")
+            for i in range(rng.randint(1, 6)):
+                s.append(f"INSERT INTO public.lat VALUES ({i + 1}, {rng.choice(keys)}, {rng.choice(['1', '2', '3', 'NULL'])}, NULL)")
+            self.tables["public.lat"] = dict(cols={f"c_{k}": k}, match=["m_id"])
+            self.rules.append(dict(name="latest", kind="copy", source=src, target="public.lat", match={"m_id": "id"},
+                                   set={f"c_{k}": f"v_{k}"}, where=None, latest_by="at",
+                                   mode=rng.choice(["strict", "isolated", "async"])))
+            self.extra_targets.append("lat")
+        # bidirectional, with or without last-write-wins timestamps (kept by the users' own triggers,
+        # on their direct writes only)
+        if not composite and rng.random() < 0.3:
+            k = rng.choice([x for x in kinds if not (derived and x == "text")] or kinds)
+            stamps = rng.random() < 0.5
+            s.append(f"CREATE TABLE public.bi (bid bigint PRIMARY KEY, m_id {self.keytype} UNIQUE, c_{k} {TYPES[k][0]}"
+                     + (", b_ts timestamptz" if stamps else "") + ")")
+            if stamps:
+                s.append("ALTER TABLE public.src ADD COLUMN s_ts timestamptz")
+                for table, col in (("src", "s_ts"), ("bi", "b_ts")):
+                    s.append(f"CREATE FUNCTION public.dt_stamp_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                             f"IF pg_trigger_depth() = 1 THEN NEW.{col} := clock_timestamp(); END IF; RETURN NEW; END $$")
+                    s.append(f"CREATE TRIGGER dt_stamp BEFORE INSERT OR UPDATE ON public.{table} FOR EACH ROW "
+                             f"EXECUTE FUNCTION public.dt_stamp_{table}()")
+            for i, key in enumerate(rng.sample(keys, min(len(keys), rng.randint(1, 4)))):
+                s.append(f"INSERT INTO public.bi (bid, m_id) VALUES ({i + 1}, {key})")
+            self.tables["public.bi"] = dict(cols={f"c_{k}": k}, match=["m_id"])
+            rule = dict(name="both", kind="copy", source=src, target="public.bi", match={"m_id": "id"},
+                        set={f"c_{k}": f"v_{k}"}, where=None, bidirectional=True,
+                        mode=rng.choice(["strict", "isolated", "async"]))
+            if stamps:
+                rule["timestamps"] = ("s_ts", "b_ts")
+            self.rules.append(rule)
+            self.extra_targets.append("bi")
+            self.bi_kind = k
         if not composite and rng.random() < 0.3:
             self.entities = ('[entity.thing]\ntable = "public.src"\nkey = "id"\n'
                              + ('related.part = { m_id = "id" }\n' if targets else "")
@@ -417,6 +476,27 @@ class Case:
         if r < 0.83 and targets:
             t, _ = rng.choice(targets)
             return f"TRUNCATE {t}"
+        if r < 0.845 and self.extra_targets:
+            which = rng.choice(self.extra_targets)
+            if which == "lat":
+                lid = rng.randint(1, 12)
+                return rng.choice([
+                    f"INSERT INTO public.lat (lid, m_id, at) VALUES ({lid}, {key}, {rng.randint(0, 4)}) ON CONFLICT DO NOTHING",
+                    f"UPDATE public.lat SET at = {rng.choice(['0', '2', '5', 'NULL'])} WHERE lid = {lid}",
+                    f"UPDATE public.lat SET m_id = {key} WHERE lid = {lid}",
+                    f"DELETE FROM public.lat WHERE lid = {lid}",
+                ])
+            k = self.bi_kind
+            bid = rng.randint(1, 6)
+            return rng.choice([
+                f"UPDATE public.bi SET c_{k} = {lit(rng, k)} WHERE bid = {bid}",
+                f"INSERT INTO public.bi (bid, m_id, c_{k}) VALUES ({bid}, {key}, {lit(rng, k)}) ON CONFLICT DO NOTHING",
+                f"UPDATE public.bi SET m_id = {key} WHERE bid = {bid}",
+            ])
+        if r < 0.852 and not self.concurrent:
+            if self.partitioned and self.late_partition and rng.random() < 0.5:
+                return f"ALTER TABLE public.src DETACH PARTITION {self.late_partition}"
+            return "TRUNCATE public.src"
         if r < 0.87:
             rule = rng.choice(self.rules)
             if rule["kind"] == "copy":
@@ -449,6 +529,12 @@ class Case:
             lines.append("set = { " + ", ".join(f'{k} = "{v}"' for k, v in r["set"].items()) + " }")
             if r.get("where"):
                 lines.append("where = " + toml_str(r["where"]))
+            if r.get("latest_by"):
+                lines.append(f'latest_by = "{r["latest_by"]}"')
+            if r.get("bidirectional"):
+                lines.append("bidirectional = true")
+            if r.get("timestamps"):
+                lines.append(f'source_timestamp = "{r["timestamps"][0]}"\ntarget_timestamp = "{r["timestamps"][1]}"')
             lines.append(f'mode = "{r["mode"]}"')
             out.append("\n".join(lines))
         return self.entities + "\n" + "\n\n".join(out) + "\n"
@@ -617,11 +703,16 @@ def copy_oracle(conn, rule):
     on = " AND ".join(f"t.{tc} = s.{sc}" for tc, sc in rule["match"].items())
     same = " AND ".join(f"t.{tc} IS NOT DISTINCT FROM s.{sc}" for tc, sc in rule["set"].items())
     where = f" AND ({rule['where']})" if rule.get("where") else ""
+    pk = {"public.hop": "hid", "public.lat": "lid", "public.bi": "bid"}.get(rule["target"], "tid")
     # the rule's `where` reads the target's columns unqualified: evaluate it over the target alone
-    sql = (f"SELECT count(*), min(t.tid::text) FROM {rule['target']} t JOIN {rule['source']} s ON {on} "
-           f"WHERE NOT ({same})" + (f" AND t.tid IN (SELECT tid FROM {rule['target']} WHERE {rule['where']})" if where else ""))
-    if rule["target"] == "public.hop":
-        sql = sql.replace("t.tid", "t.hid").replace(" tid ", " hid ")
+    sql = (f"SELECT count(*), min(t.{pk}::text) FROM {rule['target']} t JOIN {rule['source']} s ON {on} "
+           f"WHERE NOT ({same})" + (f" AND t.{pk} IN (SELECT {pk} FROM {rule['target']} WHERE {rule['where']})" if where else ""))
+    if rule.get("latest_by"):
+        by = rule["latest_by"]
+        match = " AND ".join(f"n.{tc} = t.{tc}" for tc in rule["match"])
+        # only the newest row of its key (NULL oldest; rows tied for newest are all maintained)
+        sql += (f" AND NOT EXISTS (SELECT FROM {rule['target']} n WHERE {match} "
+                f"AND (n.{by} > t.{by} OR (t.{by} IS NULL AND n.{by} IS NOT NULL)))")
     n, example = conn.execute(sql).fetchone()
     if n:
         return [f"rule {rule['name']}: {n} target rows differ from their source row (e.g. {example}): {sql}"]
@@ -680,7 +771,7 @@ def script(case, items, problems):
 
 
 def main():
-    seed = int(os.environ.get("DIFFTEST_SEED", str(int(time.time()))))
+    seed = int(os.environ.get("DIFFTEST_SEED") or int(time.time()))
     log(f"difftest: seed {seed}, {SECONDS:.0f} s (DIFFTEST_SEED={seed} reproduces it)")
     start_cluster()
     started = time.time()

@@ -177,6 +177,36 @@ SELECT * FROM rs.requests;
 INSERT INTO rs.requests (id, contact_id, state) VALUES (2, 1, 'draft');
 UPDATE rs.requests SET state = 'open' WHERE id = 2;
 SELECT * FROM rs.requests ORDER BY id;
+-- ...also when the target's own statement trigger brings rows into the scope while data_sync
+-- itself writes the target (its propagation of a source change)
+INSERT INTO rs.requests (id, contact_id, state) VALUES (3, 1, 'draft'), (4, 1, 'open');
+CREATE FUNCTION rs.open_drafts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM rs.requests WHERE state = 'draft') THEN
+        UPDATE rs.requests SET state = 'open' WHERE state = 'draft';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER open_drafts AFTER UPDATE ON rs.requests FOR EACH STATEMENT EXECUTE FUNCTION rs.open_drafts();
+UPDATE rs.contacts SET local = '000';
+SELECT * FROM rs.requests ORDER BY id;
+DROP TRIGGER open_drafts ON rs.requests;
+
+-- 8. latest_by: when the newest row of a key is deleted, re-parented away or stops being the
+--    newest, the row that becomes the newest is filled (it was not maintained before).
+CREATE TABLE rs.readings (id bigint PRIMARY KEY, contact_id bigint, at int, phone text);
+INSERT INTO rs.readings VALUES (1, 1, 1, NULL), (2, 1, 2, NULL), (3, 1, 3, NULL);
+SELECT * FROM data_sync.add_rule('reading', 'rs.contacts', 'rs.readings', '{"contact_id": "id"}', '{"phone": "phone"}',
+                                 NULL, '{"latest_by": "at"}');
+SELECT data_sync.sync_all('reading');
+UPDATE rs.contacts SET local = '777';
+SELECT * FROM rs.readings ORDER BY id;
+DELETE FROM rs.readings WHERE id = 3;
+SELECT * FROM rs.readings ORDER BY id;
+UPDATE rs.readings SET contact_id = 9 WHERE id = 2;
+UPDATE rs.readings SET at = 0 WHERE id = 1;
+SELECT * FROM rs.readings ORDER BY id;
+SELECT * FROM data_sync.check('reading');
 ROLLBACK;
 
 -- 8. status() works in a session that has not called into the library yet, and DROP EXTENSION
