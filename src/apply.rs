@@ -75,6 +75,8 @@ pub struct RuleRuntime {
     /// Whether the fill lookup takes the new row and its old version's tid.
     pub fill_takes_row: bool,
     pub key_types: Vec<KeyType>,
+    /// The source key columns' collations (for hashing keys, see `lock_keys`).
+    key_collations: Vec<Oid>,
     pub row_types: Vec<KeyType>,
     /// Whether the rule has expressions its definer wrote (`where`, `values`): its statements
     /// are prepared and run under data_sync's pinned `search_path`, never the writer's.
@@ -219,6 +221,8 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
             .collect()
     };
     let key_types = type_facts(&plan.key_types);
+    let key_collations =
+        rule.source_key.iter().map(|c| source.column(c).map(|c| Oid::from(c.collation))).collect::<Option<Vec<_>>>()?;
     let row_types = type_facts(&plan.row_types);
     let names = |list: &[&str]| list.iter().map(|c| c.to_string()).collect::<Vec<String>>();
     let source_columns = [
@@ -267,6 +271,7 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
         target_columns,
         fill_takes_row,
         key_types,
+        key_collations,
         row_types,
         pinned,
         one_target_row_per_key,
@@ -276,6 +281,12 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
 
 /// The statements that write propagated values (see `RuleRuntime::execute`).
 const PROPAGATIONS: [&str; 5] = ["flush_one", "flush_many", "flush_row", "reverse_one", "reverse_many"];
+
+/// Key lock buckets per rule (see `RuleRuntime::lock_keys`).
+const KEY_BUCKETS: u32 = 256;
+/// `locktag_field4` of data_sync's advisory locks: SQL's advisory lock functions use 1 and 2, so
+/// these never meet an application's.
+const LOCK_SPACE: u16 = 0xD5;
 
 /// Which table of its rule a trigger function serves.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -403,6 +414,51 @@ impl RuleRuntime {
             }
             pg_sys::SPI_processed
         }
+    }
+
+    /// Serializes the two writes that can each miss the other in READ COMMITTED: a source row
+    /// appearing under a key (INSERT, or a key changed to it), whose propagation looks for target
+    /// rows of the key, and a target row getting the key (INSERT, re-parenting, entering the
+    /// rule's scope), whose fill looks for the source row. Each only sees what the other
+    /// committed, so both could find nothing. Both lock the key first, until the transaction ends
+    /// (`exclusive` for the source side; fills share it), so one waits for the other and then sees
+    /// its row. Keys are hashed into `KEY_BUCKETS` locks per rule, taken in order: a bulk
+    /// statement takes at most that many.
+    pub fn lock_keys(&self, keys: &[Vec<Datum>], exclusive: bool) {
+        let mut buckets: Vec<u32> = keys.iter().map(|k| self.bucket(k)).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        let rule = self.rule.name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
+        let mode = if exclusive { pg_sys::ExclusiveLock } else { pg_sys::ShareLock };
+        for bucket in buckets {
+            let mut tag = pg_sys::LOCKTAG {
+                locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+                locktag_field2: rule,
+                locktag_field3: bucket,
+                locktag_field4: LOCK_SPACE,
+                locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+                locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
+            };
+            unsafe { pg_sys::LockAcquire(&mut tag, mode as i32, false, false) };
+        }
+    }
+
+    /// The lock bucket of a source key: its values hashed with their types' hash functions (under
+    /// the key columns' collations, so equal keys share a bucket whatever their bytes).
+    fn bucket(&self, key: &[Datum]) -> u32 {
+        let mut hash: u32 = 0;
+        for ((&value, kt), &collation) in key.iter().zip(&self.key_types).zip(&self.key_collations) {
+            let part = unsafe {
+                let entry = pg_sys::lookup_type_cache(kt.oid, pg_sys::TYPECACHE_HASH_PROC_FINFO as i32);
+                if (*entry).hash_proc_finfo.fn_oid == pg_sys::InvalidOid {
+                    0 // no hash function: every key of the rule in one bucket
+                } else {
+                    pg_sys::FunctionCall1Coll(&mut (*entry).hash_proc_finfo, collation, value).value() as u32
+                }
+            };
+            hash = hash.wrapping_mul(31).wrapping_add(part);
+        }
+        hash % KEY_BUCKETS
     }
 
     pub fn key_array_types(&self) -> Vec<Oid> {

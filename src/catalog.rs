@@ -100,7 +100,8 @@ pub fn lookup(name: &TableName) -> Option<TableInfo> {
 fn columns(client: &SpiClient<'_>, rel: pg_sys::Oid) -> Vec<ColumnInfo> {
     let rows = client
         .select(
-            "SELECT a.attname::pg_catalog.text, a.attnum, a.atttypid, a.atttypmod, pg_catalog.format_type(a.atttypid, a.atttypmod)
+            "SELECT a.attname::pg_catalog.text, a.attnum, a.atttypid, a.atttypmod, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                    a.attcollation
              FROM pg_catalog.pg_attribute a
              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
              ORDER BY a.attnum",
@@ -118,6 +119,7 @@ fn columns(client: &SpiClient<'_>, rel: pg_sys::Oid) -> Vec<ColumnInfo> {
             typmod: row.get(4).unwrap().unwrap(),
             type_name: row.get(5).unwrap().unwrap(),
             eq_schema: equality_schema(client, type_oid),
+            collation: row.get::<pg_sys::Oid>(6).unwrap().unwrap().to_u32(),
         });
     }
     out

@@ -29,6 +29,8 @@ type MovedRow = (Vec<Datum>, (pg_sys::ItemPointerData, pg_sys::Oid));
 #[derive(Default)]
 struct Pending {
     keys: HashMap<String, Vec<Vec<Datum>>>,
+    /// Rules some of whose noted source rows appeared under a key (inserted, or key changed).
+    new_keys: std::collections::HashSet<String>,
     /// The first noted row's values per rule (copy rules): a statement that changed exactly
     /// one source row propagates from them, without reading the source again.
     rows: HashMap<String, SourceRow>,
@@ -135,6 +137,7 @@ unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _a
         PENDING.with(|p| {
             if let Ok(mut p) = p.try_borrow_mut() {
                 p.keys.clear();
+                p.new_keys.clear();
                 p.rows.clear();
                 p.reverse_keys.clear();
                 p.refill_rows.clear();
@@ -225,6 +228,13 @@ fn update_changed_nothing(trigger: &PgTrigger<'_>, attnums: &[i32]) -> bool {
     }
 }
 
+/// Whether a row trigger's UPDATE left these columns as they were; false for an INSERT.
+fn update_changed_nothing_or_insert(trigger: &PgTrigger<'_>, attnums: &[i32]) -> bool {
+    let data = trigger.trigger_data();
+    data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_UPDATE
+        && update_changed_nothing(trigger, attnums)
+}
+
 /// AFTER INSERT / AFTER UPDATE OF … FOR EACH ROW on the source: note the row's key.
 #[pg_trigger]
 fn source_row_trigger<'a>(
@@ -240,8 +250,13 @@ fn source_row_trigger<'a>(
         return Ok(None);
     }
     if let Some(key) = note_key(trigger, &rt, &layout.key) {
+        // an inserted row, or one whose key changed (see `RuleRuntime::lock_keys`)
+        let new_key = !update_changed_nothing_or_insert(trigger, &layout.key);
         PENDING.with(|p| {
             let mut p = p.borrow_mut();
+            if new_key && !p.new_keys.contains(name) {
+                p.new_keys.insert(name.to_string());
+            }
             let first = p.keys.get(name).is_none_or(|keys| keys.is_empty());
             if first && !rt.plan.flush_row.is_empty() {
                 let row = source_row(trigger, &rt, &layout);
@@ -406,14 +421,17 @@ fn statement_trigger_rule<'a>(trigger: &'a PgTrigger<'a>, side: Side) -> Option<
 
 /// Propagates the source keys noted for a rule, in one statement.
 fn flush_source(name: &str, operation: &str) {
-    let (keys, row) = PENDING.with(|p| {
+    let (keys, row, new_keys) = PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        (p.keys.remove(name).unwrap_or_default(), p.rows.remove(name))
+        (p.keys.remove(name).unwrap_or_default(), p.rows.remove(name), p.new_keys.remove(name))
     });
     if keys.is_empty() {
         return;
     }
     let Some(rt) = apply::runtime(name) else { return };
+    if new_keys && rt.rule.kind == data_sync_core::rules::RuleKind::Copy && log::mode_of(&rt) != SyncMode::Async {
+        rt.lock_keys(&keys, true);
+    }
     // the row's values stand for the source only if they are this statement's one row
     let current = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let usable = row.as_ref().filter(|r| keys.len() == 1 && r.subxact == current);
@@ -623,6 +641,7 @@ fn target_fill_trigger<'a>(
             types.push(pg_sys::TIDOID);
             nulls.extend([false, !updating]);
         }
+        rt.lock_keys(std::slice::from_ref(&args[..rt.key_types.len()].to_vec()), false);
         let caller_context = pg_sys::CurrentMemoryContext;
         let filled = apply::with_spi(|| {
             // as the source's owner, who may lock its rows (as foreign-key checks do)
@@ -723,6 +742,8 @@ fn refill(name: &str) {
         return;
     }
     let Some(rt) = apply::runtime(name) else { return };
+    let all: Vec<Vec<Datum>> = keys.iter().cloned().chain(rows.iter().map(|(k, _)| k.clone())).collect();
+    rt.lock_keys(&all, false);
     if !keys.is_empty() {
         // every maintained (newest) row of these keys: the other rows of a `latest_by` key are
         // not maintained, so no hand-written value is overwritten

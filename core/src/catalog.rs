@@ -40,6 +40,8 @@ pub struct ColumnInfo {
     pub type_name: String,
     /// Schema of the type's default equality operator; `None` when the type has none (json, point).
     pub eq_schema: Option<String>,
+    /// The column's collation (`pg_attribute.attcollation`; 0 for types without one).
+    pub collation: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

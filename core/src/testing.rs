@@ -23,6 +23,7 @@ pub fn col(name: &str, ty: &str) -> ColumnInfo {
         type_name: ty.into(),
         // json has no equality operator, as in the server
         eq_schema: (ty != "json").then(|| "pg_catalog".to_string()),
+        collation: 0,
     }
 }
 

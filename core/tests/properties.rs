@@ -231,6 +231,7 @@ fn column(name: &str, oid: u32, type_name: &str) -> ColumnInfo {
         typmod: -1,
         type_name: type_name.into(),
         eq_schema: Some("pg_catalog".into()),
+        collation: 0,
     }
 }
 
