@@ -431,7 +431,7 @@ impl RuleRuntime {
         let rule = self.rule.name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
         let mode = if exclusive { pg_sys::ExclusiveLock } else { pg_sys::ShareLock };
         for bucket in buckets {
-            let mut tag = pg_sys::LOCKTAG {
+            let tag = pg_sys::LOCKTAG {
                 locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
                 locktag_field2: rule,
                 locktag_field3: bucket,
@@ -439,7 +439,7 @@ impl RuleRuntime {
                 locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
                 locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
             };
-            unsafe { pg_sys::LockAcquire(&mut tag, mode as i32, false, false) };
+            unsafe { pg_sys::LockAcquire(&tag, mode as i32, false, false) };
         }
     }
 
