@@ -68,7 +68,8 @@ pub struct RuleRuntime {
     source_layout: Rc<Layout>,
     target_layout: Rc<Layout>,
     /// Layouts of partitions (and Citus shards) the rule's triggers fired on, by relation oid.
-    partition_layouts: RefCell<HashMap<Oid, Rc<Layout>>>,
+    /// (Keyed by relation and side: a rule may go from a table to one of its own partitions.)
+    partition_layouts: RefCell<HashMap<(Oid, bool), Rc<Layout>>>,
     /// The column names `Layout`s are made of, per side.
     source_columns: [Vec<String>; 3],
     target_columns: [Vec<String>; 3],
@@ -171,7 +172,15 @@ fn apply_invalidations() {
         if all {
             r.clear();
         } else {
-            r.retain(|_, rt| !stale.iter().any(|&o| o.to_u32() == rt.source.oid || o.to_u32() == rt.target.oid));
+            r.retain(|_, rt| {
+                let partitions = rt.partition_layouts.borrow();
+                !stale.iter().any(|&o| {
+                    o.to_u32() == rt.source.oid
+                        || o.to_u32() == rt.target.oid
+                        || partitions.contains_key(&(o, true))
+                        || partitions.contains_key(&(o, false))
+                })
+            });
         }
     });
 }
@@ -303,7 +312,11 @@ impl RuleRuntime {
     /// functions are callable by anyone who may create a trigger, and the rule name is only an
     /// argument; acting for another table would write the rule's target, as its owner, with
     /// values of the caller's choosing, or read its source for them.
-    pub fn layout(&self, data: &pg_sys::TriggerData, side: Side) -> Rc<Layout> {
+    ///
+    /// `row`: the function is a row trigger function (it reads the row), else a statement trigger
+    /// function; a trigger of the other level is refused (a row function fired for a statement
+    /// has no row to read).
+    pub fn layout(&self, data: &pg_sys::TriggerData, side: Side, row: bool) -> Rc<Layout> {
         unsafe {
             let rel = data.tg_relation;
             let relid = (*rel).rd_id;
@@ -313,13 +326,36 @@ impl RuleRuntime {
                 Side::Source => (self.source.oid, &self.source_layout, &self.source_columns),
                 Side::Target => (self.target.oid, &self.target_layout, &self.target_columns),
             };
-            if data_sync_core::plan::trigger_side(&self.rule.name, name.to_bytes()) != Some(expected) {
+            let fired_for_row = data.tg_event & pg_sys::TRIGGER_EVENT_ROW != 0;
+            let fired_after = data.tg_event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_AFTER;
+            // only the fill (`tf`; `tfi`, `tfu` of earlier builds) runs BEFORE
+            let prefix = format!("data_sync_{}_", self.rule.name);
+            let suffix = name.to_bytes().strip_prefix(prefix.as_bytes()).unwrap_or_default();
+            let fill = [&b"tf"[..], b"tfi", b"tfu"]
+                .iter()
+                .any(|f| suffix == *f || suffix.starts_with(&[f, &b"_"[..]].concat()));
+            let before_allowed = row && side == Side::Target && fill;
+            if fired_for_row != row || !(fired_after || before_allowed) {
+                self.refuse(name, rel);
+            }
+            let named = data_sync_core::plan::trigger_side(&self.rule.name, name.to_bytes());
+            // Citus names a shard's copy of a trigger `<name>_<shardid>`
+            let shard_named = || {
+                let bytes = name.to_bytes();
+                let cut = bytes.iter().rposition(|&b| b == b'_')?;
+                let digits = &bytes[cut + 1..];
+                (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                    .then(|| data_sync_core::plan::trigger_side(&self.rule.name, &bytes[..cut]))
+                    .flatten()
+            };
+            let on_shard_copy = named.is_none() && shard_named() == Some(expected) && relid.to_u32() != table;
+            if named != Some(expected) && !on_shard_copy {
                 self.refuse(name, rel);
             }
             if relid.to_u32() == table {
                 return own.clone();
             }
-            if let Some(found) = self.partition_layouts.borrow().get(&relid) {
+            if let Some(found) = self.partition_layouts.borrow().get(&(relid, side == Side::Source)) {
                 return found.clone();
             }
             if !stands_for(rel, Oid::from(table)) {
@@ -339,7 +375,7 @@ impl RuleRuntime {
                 layout.to_table = Some((map, table_desc));
             }
             let layout = Rc::new(layout);
-            self.partition_layouts.borrow_mut().insert(relid, layout.clone());
+            self.partition_layouts.borrow_mut().insert((relid, side == Side::Source), layout.clone());
             layout
         }
     }
@@ -421,15 +457,17 @@ impl RuleRuntime {
     /// rows of the key, and a target row getting the key (INSERT, re-parenting, entering the
     /// rule's scope), whose fill looks for the source row. Each only sees what the other
     /// committed, so both could find nothing. Both lock the key first, until the transaction ends
-    /// (`exclusive` for the source side; fills share it), so one waits for the other and then sees
-    /// its row. Keys are hashed into `KEY_BUCKETS` locks per rule, taken in order: a bulk
+    /// (`exclusive`: the source side, in a mode that conflicts only with the fills' shared one), so
+    /// one waits for the other and then sees its row. Keys are hashed into `KEY_BUCKETS` locks per rule, taken in order: a bulk
     /// statement takes at most that many.
     pub fn lock_keys(&self, keys: &[Vec<Datum>], exclusive: bool) {
         let mut buckets: Vec<u32> = keys.iter().map(|k| self.bucket(k)).collect();
         buckets.sort_unstable();
         buckets.dedup();
         let rule = self.rule.name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
-        let mode = if exclusive { pg_sys::ExclusiveLock } else { pg_sys::ShareLock };
+        // ROW EXCLUSIVE conflicts with SHARE but not with itself: source writers do not wait for
+        // each other, fills do not wait for each other, each waits for the other kind
+        let mode = if exclusive { pg_sys::RowExclusiveLock } else { pg_sys::ShareLock };
         for bucket in buckets {
             let tag = pg_sys::LOCKTAG {
                 locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
@@ -723,6 +761,11 @@ pub fn follow_updates(tids: &mut [(pg_sys::ItemPointerData, Oid)]) {
         pg_sys::CommandCounterIncrement();
         for (tid, table) in tids.iter_mut() {
             let rel = pg_sys::table_open(*table, pg_sys::AccessShareLock as i32);
+            if (*rel).rd_tableam.is_null() {
+                // a foreign-table partition: no row versions to follow
+                pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
+                continue;
+            }
             let scan = pg_sys::table_beginscan_tid(rel, pg_sys::GetLatestSnapshot());
             pg_sys::table_tuple_get_latest_tid(scan, tid);
             pg_sys::table_endscan(scan);
@@ -756,6 +799,8 @@ unsafe fn stands_for(rel: pg_sys::Relation, table: Oid) -> bool {
                    AND t.oid OPERATOR(pg_catalog.=) $2
                    AND s.logicalrelid OPERATOR(pg_catalog.=) $2::pg_catalog.regclass
                    AND c.relnamespace OPERATOR(pg_catalog.=) t.relnamespace
+                   -- (a shard belongs to its table's owner: a look-alike someone else made is none)
+                   AND c.relowner OPERATOR(pg_catalog.=) t.relowner
                    AND c.relname::pg_catalog.text OPERATOR(pg_catalog.=)
                        (t.relname::pg_catalog.text OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||)
                         s.shardid::pg_catalog.text))",
@@ -899,9 +944,13 @@ pub fn naming_rule<T>(rt: &RuleRuntime, what: &str, f: impl FnOnce() -> T) -> T 
                 "data_sync",
             );
             if let Some(detail) = report.detail() {
+                // SELECT on the table, and no row-level security hiding rows from the writer (the
+                // row in the DETAIL may be one of those)
                 let reads = |table: u32| unsafe {
                     pg_sys::pg_class_aclcheck(Oid::from(table), writer, pg_sys::ACL_SELECT as pg_sys::AclMode)
                         == pg_sys::AclResult::ACLCHECK_OK
+                        && pg_sys::check_enable_rls(Oid::from(table), writer, true)
+                            != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
                 };
                 if tables.iter().all(|&t| reads(t)) {
                     error = error.set_detail(detail.to_string());

@@ -134,8 +134,9 @@ fn revalidate_rules() -> i64 {
         match subxact::try_catch(std::panic::AssertUnwindSafe(|| disable_if_broken(rule))) {
             Ok(true) => disabled += 1,
             Ok(false) => {}
-            // (a cancel, a shutdown, running out of resources: not the rule's)
-            Err(e) if ["53", "57", "58"].iter().any(|c| e.sqlstate.starts_with(c)) => e.rethrow(),
+            // (a serialization failure, a cancel, a shutdown, running out of resources, an internal
+            // error: not the rule's, and the transaction must not go on as if checked)
+            Err(e) if ["40", "53", "57", "58", "XX"].iter().any(|c| e.sqlstate.starts_with(c)) => e.rethrow(),
             Err(e) => pgrx::pg_sys::panic::ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_WARNING,
                 format!("data_sync: rule \"{}\" could not be re-checked after this change: {}", rule.name, e.message),

@@ -245,7 +245,7 @@ fn source_row_trigger<'a>(
         return Ok(None); // the rule writing its own source back
     }
     let Some(rt) = apply::runtime(name) else { return Ok(None) };
-    let layout = rt.layout(trigger.trigger_data(), Side::Source);
+    let layout = rt.layout(trigger.trigger_data(), Side::Source, true);
     if update_changed_nothing(trigger, &layout.watched) {
         return Ok(None);
     }
@@ -349,7 +349,7 @@ fn reverse_row_trigger<'a>(
         return Ok(None); // the rule's own forward write
     }
     let Some(rt) = apply::runtime(name) else { return Ok(None) };
-    let layout = rt.layout(trigger.trigger_data(), Side::Target);
+    let layout = rt.layout(trigger.trigger_data(), Side::Target, true);
     if update_changed_nothing(trigger, &layout.values) {
         return Ok(None);
     }
@@ -415,7 +415,7 @@ fn source_statement_trigger<'a>(
 fn statement_trigger_rule<'a>(trigger: &'a PgTrigger<'a>, side: Side) -> Option<&'a str> {
     let name = rule_name(trigger);
     let rt = apply::runtime(name)?;
-    rt.layout(trigger.trigger_data(), side);
+    rt.layout(trigger.trigger_data(), side, false);
     Some(name)
 }
 
@@ -607,7 +607,7 @@ fn target_fill_trigger<'a>(
     };
     let name = rule_name(trigger);
     let Some(rt) = apply::runtime(name) else { return Ok(unchanged()) };
-    let layout = rt.layout(data, Side::Target);
+    let layout = rt.layout(data, Side::Target, true);
     if update_changed_nothing(trigger, &layout.watched) {
         return Ok(unchanged());
     }
@@ -704,7 +704,7 @@ fn note_refill(trigger: &PgTrigger<'_>) {
     // (also inside the rule's own propagation: the target's own triggers may change other rows then)
     let name = rule_name(trigger);
     let Some(rt) = apply::runtime(name) else { return };
-    let layout = rt.layout(trigger.trigger_data(), Side::Target);
+    let layout = rt.layout(trigger.trigger_data(), Side::Target, true);
     if update_changed_nothing(trigger, &layout.watched) {
         return;
     }

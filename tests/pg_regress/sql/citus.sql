@@ -53,6 +53,7 @@ SELECT count(*) AS triggers FROM pg_trigger WHERE tgname LIKE 'data_sync%';
 --    it. (Mocked: pg_dist_shard, and a shard table carrying the rule's trigger as Citus copies it.)
 SET LOCAL allow_system_table_mods = on;
 CREATE TABLE pg_catalog.pg_dist_shard (logicalrelid regclass NOT NULL, shardid bigint NOT NULL);
+GRANT SELECT ON pg_catalog.pg_dist_shard TO PUBLIC;  -- (as in Citus)
 RESET allow_system_table_mods;
 CREATE TABLE cit.users_102008 (id bigint PRIMARY KEY, gone int, phone text, email text);
 ALTER TABLE cit.users_102008 DROP COLUMN gone;
@@ -67,4 +68,24 @@ SELECT id, contact_phone FROM cit.lost_pets;
 SAVEPOINT s;
 INSERT INTO cit.users_999 VALUES (1, '444', 'c@x');
 ROLLBACK TO SAVEPOINT s;
+-- A shard's copy of a trigger is named `<name>_<shardid>` by Citus: accepted on the shard. A table
+-- named and listed like a shard but owned by another role is no shard (anyone may read
+-- pg_dist_shard and create a table in a schema open to it).
+CREATE TRIGGER data_sync_phone_sr_102008 AFTER INSERT OR UPDATE OF id, phone ON cit.users_102008
+    FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger('phone');
+DROP TRIGGER data_sync_phone_sr ON cit.users_102008;
+UPDATE cit.users_102008 SET phone = '555' WHERE id = 1;
+SELECT id, contact_phone FROM cit.lost_pets;
+CREATE ROLE ds_cit_other;
+GRANT CREATE, USAGE ON SCHEMA cit TO ds_cit_other;
+INSERT INTO pg_catalog.pg_dist_shard VALUES ('cit.users', 102009);
+SET ROLE ds_cit_other;
+CREATE TABLE cit.users_102009 (id bigint, phone text, email text);
+CREATE TRIGGER data_sync_phone_sr AFTER INSERT ON cit.users_102009
+    FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger('phone');
+SAVEPOINT s;
+INSERT INTO cit.users_102009 VALUES (1, 'evil', 'e@x');
+ROLLBACK TO SAVEPOINT s;
+RESET ROLE;
+SELECT id, contact_phone FROM cit.lost_pets;
 ROLLBACK;

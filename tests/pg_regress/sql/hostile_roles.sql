@@ -90,6 +90,14 @@ SET ROLE ds_h_owner;
 CREATE TRIGGER data_sync_phone_tf AFTER INSERT ON h.users FOR EACH ROW EXECUTE FUNCTION data_sync.source_row_trigger('phone');
 INSERT INTO h.users VALUES (3, '333');
 ROLLBACK TO SAVEPOINT s;
+-- ...and a row function attached at statement level, under a name data_sync gave in an earlier
+-- build (a statement has no row: an error, not a crash)
+CREATE TRIGGER data_sync_phone_sis AFTER INSERT ON h.users FOR EACH STATEMENT EXECUTE FUNCTION data_sync.source_row_trigger('phone');
+INSERT INTO h.users VALUES (3, '333');
+ROLLBACK TO SAVEPOINT s;
+CREATE TRIGGER data_sync_phone_rir AFTER INSERT ON h.pets FOR EACH STATEMENT EXECUTE FUNCTION data_sync.target_fill_trigger('phone');
+INSERT INTO h.pets VALUES (30, 1, 'lost', NULL);
+ROLLBACK TO SAVEPOINT s;
 RESET ROLE;
 ALTER EVENT TRIGGER data_sync_ddl ENABLE;
 SELECT * FROM h.pets ORDER BY id;
@@ -137,6 +145,14 @@ UPDATE h.users SET phone = '000' WHERE id = 2;
 ROLLBACK TO SAVEPOINT s;
 RESET ROLE;
 SAVEPOINT s;
+UPDATE h.users SET phone = '000' WHERE id = 2;
+ROLLBACK TO SAVEPOINT s;
+-- ...nor for a writer who may read the target but from whom row-level security hides that row
+SAVEPOINT s;
+GRANT SELECT ON h.pets TO ds_h_writer;
+ALTER TABLE h.pets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY writer_sees_10 ON h.pets TO ds_h_writer USING (id = 10);
+SET ROLE ds_h_writer;
 UPDATE h.users SET phone = '000' WHERE id = 2;
 ROLLBACK TO SAVEPOINT s;
 \set VERBOSITY terse
