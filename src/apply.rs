@@ -466,8 +466,14 @@ impl RuleRuntime {
         buckets.dedup();
         let rule = self.rule.name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
         // ROW EXCLUSIVE conflicts with SHARE but not with itself: source writers do not wait for
-        // each other, fills do not wait for each other, each waits for the other kind
-        let mode = if exclusive { pg_sys::RowExclusiveLock } else { pg_sys::ShareLock };
+        // each other, fills do not wait for each other, each waits for the other kind. Fills of a
+        // `latest_by` rule do wait for each other (SHARE ROW EXCLUSIVE conflicts with itself and
+        // with ROW EXCLUSIVE): which row of a key is the newest depends on the other fills' rows.
+        let mode = match (exclusive, self.rule.latest_by.is_some()) {
+            (true, _) => pg_sys::RowExclusiveLock,
+            (false, true) => pg_sys::ShareRowExclusiveLock,
+            (false, false) => pg_sys::ShareLock,
+        };
         for bucket in buckets {
             let tag = pg_sys::LOCKTAG {
                 locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),

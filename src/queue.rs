@@ -222,6 +222,10 @@ fn apply_group(rt: &RuleRuntime, items: &[Item], summary: &mut Summary) -> Resul
     apply::with_spi(|| {
         let result = subxact::try_catch(std::panic::AssertUnwindSafe(|| {
             let keys = rt.keys_from_text(&texts, reverse, true);
+            if !reverse && rt.rule.kind == data_sync_core::rules::RuleKind::Copy {
+                // as a source write of these keys would (async items took no key lock when queued)
+                rt.lock_keys(&keys, true);
+            }
             let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
             (key, triggers::apply_keys(rt, &keys, triggers::Rows::Keys, operation, reverse, true))
         }));

@@ -840,10 +840,12 @@ pub fn columns_named(expression: &str, table: &TableInfo) -> Vec<String> {
             }
             i += 2;
         } else if c == '\'' {
-            // a string literal ('' inside it is a quote); E'…' escapes are skipped as text too
+            // a string literal ('' inside it is a quote; in an E'…' string, so is \')
+            let escapes = i > 0 && matches!(chars[i - 1], 'E' | 'e');
             i += 1;
             while i < chars.len() {
-                if chars[i] == '\'' && chars.get(i + 1) == Some(&'\'') {
+                let doubled_quote = chars[i] == '\'' && chars.get(i + 1) == Some(&'\'');
+                if doubled_quote || (escapes && chars[i] == '\\') {
                     i += 2;
                 } else if chars[i] == '\'' {
                     break;
@@ -887,7 +889,8 @@ pub fn columns_named(expression: &str, table: &TableInfo) -> Vec<String> {
                 word.push(chars[i]);
                 i += 1;
             }
-            note(word.to_lowercase());
+            // (the server folds only ASCII letters of an unquoted name)
+            note(word.to_ascii_lowercase());
         } else {
             i += 1;
         }
@@ -1138,6 +1141,8 @@ mod tests {
         assert_eq!(named("'status' = 'meta' /* n */"), Vec::<String>::new());
         assert_eq!(named("$$status$$ = $x$ n $x$ OR owner_id IS NULL"), vec!["owner_id"]);
         assert_eq!(named("lower(contact_phone) LIKE 'x%'"), vec!["contact_phone"]);
+        // an escaped quote does not end an E'…' string
+        assert_eq!(named("meta::text = E'it\\'s' AND status = 'x'"), vec!["meta", "status"]);
     }
 
     #[test]
