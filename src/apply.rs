@@ -251,13 +251,7 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
     let target_keys: Vec<&str> = rule.keys.iter().map(|p| p.target.as_str()).collect();
     let one_target_row_per_key = rule.latest_by.is_some()
         || target.unique_keys.iter().any(|uk| !uk.is_empty() && uk.iter().all(|c| target_keys.contains(&c.as_str())));
-    let owner = |oid: u32| -> Option<Oid> {
-        Spi::get_one_with_args::<Oid>(
-            "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
-            &[Oid::from(oid).into()],
-        )
-        .ok()?
-    };
+    let owner = |oid: u32| catalog::owner_of(Oid::from(oid));
     let log_owner = Spi::get_one::<Oid>(
         "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) 'data_sync.sync_log'::pg_catalog.regclass",
     )
@@ -853,23 +847,7 @@ pub fn as_role<T>(role: Oid, f: impl FnOnce() -> T) -> T {
 /// it meant when the rule was loaded, whatever the session's path. Restored on return; on error
 /// the (sub)transaction's abort restores it.
 pub fn with_pinned_search_path<T>(f: impl FnOnce() -> T) -> T {
-    let level = unsafe {
-        let level = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        level
-    };
-    let result = f();
-    unsafe { pg_sys::AtEOXact_GUC(true, level) };
-    result
+    with_settings(&[(c"search_path", c"pg_catalog, pg_temp")], f)
 }
 
 /// Settings under which values are written to and read from text for the queue: those that
@@ -886,9 +864,15 @@ const CANONICAL_TEXT: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
 
 /// Runs `f` under `CANONICAL_TEXT`, restored afterwards (on error, by the abort).
 pub fn with_canonical_text<T>(f: impl FnOnce() -> T) -> T {
+    with_settings(&CANONICAL_TEXT, f)
+}
+
+/// Runs `f` with these settings, as a function's `SET` clauses do (a GUC nest level of its own),
+/// restored on return; on error the (sub)transaction's abort restores them.
+fn with_settings<T>(settings: &[(&std::ffi::CStr, &std::ffi::CStr)], f: impl FnOnce() -> T) -> T {
     let level = unsafe {
         let level = pg_sys::NewGUCNestLevel();
-        for (name, value) in CANONICAL_TEXT {
+        for (name, value) in settings {
             pg_sys::set_config_option(
                 name.as_ptr(),
                 value.as_ptr(),

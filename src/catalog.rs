@@ -167,6 +167,16 @@ fn unique_keys(client: &SpiClient<'_>, rel: pg_sys::Oid) -> Vec<Vec<String>> {
     rows.into_iter().filter_map(|r| r.get::<Vec<String>>(1).ok().flatten()).collect()
 }
 
+/// The owner of a relation; `None` when it is gone.
+pub fn owner_of(relation: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
+        &[relation.into()],
+    )
+    .ok()
+    .flatten()
+}
+
 /// Runs `f` as the owner of data_sync's catalog tables. Nobody else may read or write them
 /// directly; the SQL functions check the caller's rights on the rules' tables instead, and
 /// triggers fired by any writer must be able to read the rule they serve.

@@ -29,12 +29,7 @@ fn breakage(rule: &validate::Rule) -> Option<String> {
     let (Some(Ok(source)), Some(Ok(target))) = (cat.get(&spec.source), cat.get(&spec.target)) else { return None };
     // as the target's owner, not whoever changed a table (maybe a superuser): parsing the rule's
     // expressions may call its tables' owners' code
-    let owner = Spi::get_one_with_args::<pgrx::pg_sys::Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
-        &[pgrx::pg_sys::Oid::from(target.oid).into()],
-    )
-    .ok()
-    .flatten()?;
+    let owner = catalog::owner_of(pgrx::pg_sys::Oid::from(target.oid))?;
     let checked = subxact::try_catch(std::panic::AssertUnwindSafe(|| {
         apply::as_role(owner, || api::check_statements(rule, source, target))
     }));
@@ -68,14 +63,7 @@ fn reinstall_if_needed(rule: &validate::Rule) {
     if installed == wanted || !complete || catalog::has_legacy_triggers(&rule.name) {
         return;
     }
-    let owner = |oid: u32| {
-        Spi::get_one_with_args::<pgrx::pg_sys::Oid>(
-            "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
-            &[pgrx::pg_sys::Oid::from(oid).into()],
-        )
-        .expect("pg_class is readable")
-        .expect("a table has an owner")
-    };
+    let owner = |oid: u32| catalog::owner_of(pgrx::pg_sys::Oid::from(oid)).expect("a table has an owner");
     let (source_owner, target_owner) = (owner(source.oid), owner(target.oid));
     catalog::quietly(|| {
         catalog::drop_rule_triggers(&rule.name);
