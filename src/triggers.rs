@@ -176,6 +176,19 @@ fn new_tuple(data: &pg_sys::TriggerData) -> *mut pg_sys::HeapTupleData {
     }
 }
 
+/// Whether the row version an AFTER row trigger is about was already updated or deleted (the
+/// trigger reads it from the heap, header included): by the users' own AFTER trigger that fired
+/// first, say, which writes the row again. Its values are then stale, and the propagation must
+/// read the row's current version instead of carrying them. A row only locked (a fill's FOR
+/// SHARE) is not superseded; an update in an aborted subtransaction may count as one, which
+/// only costs the read.
+fn superseded(tuple: *mut pg_sys::HeapTupleData) -> bool {
+    let infomask = unsafe { (*(*tuple).t_data).t_infomask } as u32;
+    let locked_only = infomask & pg_sys::HEAP_XMAX_LOCK_ONLY != 0
+        || infomask & (pg_sys::HEAP_XMAX_IS_MULTI | pg_sys::HEAP_LOCK_MASK) == pg_sys::HEAP_XMAX_EXCL_LOCK;
+    infomask & pg_sys::HEAP_XMAX_INVALID == 0 && !locked_only
+}
+
 /// Reads the given attributes; `None` if any is NULL (a NULL key matches nothing).
 unsafe fn attributes(
     tuple: *mut pg_sys::HeapTupleData,
@@ -258,7 +271,7 @@ fn source_row_trigger<'a>(
                 p.new_keys.insert(name.to_string());
             }
             let first = p.keys.get(name).is_none_or(|keys| keys.is_empty());
-            if first && !rt.plan.flush_row.is_empty() {
+            if first && !rt.plan.flush_row.is_empty() && !superseded(new_tuple(trigger.trigger_data())) {
                 let row = source_row(trigger, &rt, &layout);
                 p.rows.insert(name.to_string(), row);
             }

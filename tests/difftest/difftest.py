@@ -4,14 +4,20 @@
 From a seed, generates cases and runs each on a scratch cluster (default /tmp/data_sync_difftest,
 port 5492):
 
-  schema    a source table (single or composite key; plain, or partitioned by range/list/hash
-            with partitions made before and after columns were dropped, one attached later),
-            one to three targets (plain or partitioned, NULLable match columns), a second-hop
+  schema    a source table (single or composite key; plain, partitioned by range/list/hash
+            with partitions made before and after columns were dropped, the later one made as a
+            partition, or as a table of its own (columns copied, or in another order) and
+            attached; or an inheritance child, its columns ordered unlike its parent's, written
+            through the parent too), one to three targets (plain, partitioned with a partition
+            whose columns are reordered, or an inheritance child; NULLable match columns), a second-hop
             target fed by the first (a chain), column types with tricky equality (numeric with
             typmod, float -0/NaN, date, timestamptz, text under a deterministic and a
             non-deterministic ICU collation, jsonb, int[], a domain), generated columns, and the
             users' own triggers (a BEFORE trigger deriving a copied source column, an AFTER trigger
-            writing an audit table, a BEFORE trigger on a target touching another column);
+            writing an audit table, an AFTER row trigger writing the source row again, a BEFORE
+            trigger on a target touching another column, AFTER row triggers on a target that
+            bring its row into a `where` scope or re-parent it, a statement trigger re-opening
+            target rows; AFTER triggers named to fire before or after data_sync's own);
   rules     copy rules with and without `where`, several per source and per target, a chain,
             append rules, each in a random mode (strict / isolated / async), an entity with a
             related entity;
@@ -19,8 +25,8 @@ port 5492):
             DELETE, MERGE, COPY, writable CTEs touching source and target, savepoints rolled back,
             transactions rolled back, TRUNCATE, sync_all, sync_all_<entity>_data_comprehensive,
             process_queue; under random session settings (DateStyle, TimeZone, IntervalStyle,
-            extra_float_digits, search_path, isolation level); sequentially, or in 2–8
-            concurrent sessions.
+            extra_float_digits, search_path, isolation level: READ COMMITTED, REPEATABLE READ,
+            SERIALIZABLE); sequentially, or in 2–8 concurrent sessions (mixed isolation levels).
 
 Then it drains the queue and checks the end state against an oracle the tester computes itself
 from each rule's meaning (never from data_sync.check()): for every copy rule, every target row
@@ -28,8 +34,10 @@ whose match columns equal a source row's key (and that satisfies `where`) holds 
 (IS NOT DISTINCT FROM, under each column's own equality); for every append rule, the newest
 appended row of each source key carries the source's current watched values. It also checks that
 the server never crashed, that no statement failed with an internal error (SQLSTATE XX000/XX001,
-a Rust panic), that every queue item was applied (none left, none dead) and that sync_log holds no
-failure but explained ones (serialization failures and deadlocks of concurrent sessions).
+a Rust panic), that every queue item was applied (none left, none dead), that sync_log holds no
+failure but explained ones (serialization failures and deadlocks of concurrent sessions), that its
+rows are well-formed, and that each rule's logged rows_changed covers the target rows the tester
+sees changed since the workload began (a propagation that changes rows without logging them fails).
 
 A failing case is shrunk (statements removed while it still fails) and written as a runnable SQL
 script to DIFFTEST_OUT (default /tmp/data_sync_difftest/failures), ready to become a pg_regress
@@ -144,9 +152,9 @@ TYPES = {
 KEY_TYPES = ["bigint", "text", "date", "composite"]
 
 
-def lit(rng, kind):
+def lit(rng, kind, null=True):
     sqltype, pool = TYPES[kind]
-    value = rng.choice(pool)
+    value = rng.choice(pool if null else [v for v in pool if v != "NULL"])
     base = sqltype.split(" COLLATE")[0]
     return f"{value}::{base}"
 
@@ -192,12 +200,14 @@ class Case:
         partitioned = rng.random() < 0.4
         self.partitioned = partitioned
         self.late_partition = None
+        # an inheritance child of a base table (columns in another order), written through the base too
+        self.inherit = not partitioned and rng.random() < 0.25
         # source: maybe a dropped column first, so that partitions made later are laid out apart
         cols = [(n, t) for n, t in key_cols] + [("gone", "integer")] + [(f"v_{k}", TYPES[k][0]) for k in kinds]
         derived = rng.random() < 0.3 and "text" in kinds
         if derived:
             cols.append(("part_a", "text"))
-        if rng.random() < 0.3 and self.keytype in ("bigint", "composite"):
+        if rng.random() < 0.3 and self.keytype in ("bigint", "composite") and not self.inherit:
             cols.append(("v_gen", "bigint GENERATED ALWAYS AS (id * 2) STORED"))
         pk = ", ".join(n for n, _ in key_cols)
         coldefs = ", ".join(f"{n} {t}" for n, t in cols)
@@ -207,9 +217,16 @@ class Case:
             s.append(f"CREATE TABLE {src} ({coldefs}, PRIMARY KEY ({pk})) PARTITION BY {method.upper()} ({key_cols[0][0]})")
             s.extend(self.partitions(src, method, key_cols, early=True))
             s.append(f"ALTER TABLE {src} DROP COLUMN gone")
-            late = self.partitions(src, method, key_cols, early=False)
+            late = self.partitions(src, method, key_cols, early=False,
+                                   cols=[c for c in cols if c[0] != "gone"])
             s.extend(late)
-            self.late_partition = re.search(r"(public\.src_\w+)", late[-1]).group(1) if method != "hash" else "public.src_h1"
+            self.late_partition = "public.src_" + {"hash": "h1", "range": "r1", "list": "l1"}[method]
+        elif self.inherit:
+            s.append(f"CREATE TABLE {src}_base ({coldefs})")
+            s.append(f"CREATE TABLE {src} ({self.reordered([c for c in cols if c[0] != 'gone'], key_cols)}, "
+                     f"own integer, PRIMARY KEY ({pk}))")
+            s.append(f"ALTER TABLE {src}_base DROP COLUMN gone")
+            s.append(f"ALTER TABLE {src} INHERIT {src}_base")
         else:
             s.append(f"CREATE TABLE {src} ({coldefs}, PRIMARY KEY ({pk}))")
             s.append(f"ALTER TABLE {src} DROP COLUMN gone")
@@ -222,6 +239,15 @@ class Case:
             s.append("CREATE FUNCTION public.dt_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
                      "INSERT INTO public.dt_audit (tbl, note) VALUES (TG_TABLE_NAME, TG_OP); RETURN NULL; END $$")
             s.append(f"CREATE TRIGGER dt_audit AFTER INSERT OR UPDATE OR DELETE ON {src} FOR EACH ROW EXECUTE FUNCTION public.dt_audit_row()")
+        if rng.random() < 0.25:
+            # the user's AFTER row trigger writes the row again (fills a NULL value column); named to
+            # fire before or after data_sync's own triggers
+            k = rng.choice(kinds)
+            on = " AND ".join(f"{n} = NEW.{n}" for n, _ in key_cols)
+            s.append(f"CREATE FUNCTION public.dt_default() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     f"UPDATE public.src SET v_{k} = {lit(rng, k, null=False)} WHERE {on} AND v_{k} IS NULL; RETURN NULL; END $$")
+            s.append(f"CREATE TRIGGER {rng.choice(['aa', 'zz'])}_default AFTER INSERT OR UPDATE ON {src} FOR EACH ROW "
+                     "EXECUTE FUNCTION public.dt_default()")
         self.tables[src] = dict(cols={f"v_{k}": k for k in kinds}, key=[n for n, _ in key_cols],
                                 extra=(["part_a"] if derived else []))
         self.kinds = kinds
@@ -231,6 +257,10 @@ class Case:
             vals = [lit(rng, kind) for kind in kinds]
             self.setup.append(self.insert_src(k, vals, derived))
         self.derived = derived
+        if self.inherit:
+            for k in rng.sample(keys, min(2, len(keys))):
+                vals = [lit(rng, kind) for kind in kinds]
+                self.setup.append(self.insert_src(k, vals, False).replace("public.src ", "public.src_base ", 1))
 
         # targets: each copies some of the value columns, matched on the key
         ntargets = rng.randint(1, 3)
@@ -242,13 +272,25 @@ class Case:
             tcols = [("tid", "bigint")] + ([("junk", "integer")] if rng.random() < 0.5 else []) + mcols
             tcols += [(f"c_{k}", TYPES[k][0]) for k in copied] + [("status", "text")]
             tpart = rng.random() < 0.3
+            tinherit = not tpart and rng.random() < 0.2
             tdefs = ", ".join(f"{n} {typ}" for n, typ in tcols)
+            kept = [c for c in tcols if c[0] != "junk"]
             if tpart:
                 s.append(f"CREATE TABLE {name} ({tdefs}, PRIMARY KEY (tid)) PARTITION BY RANGE (tid)")
                 s.append(f"CREATE TABLE {name}_p1 PARTITION OF {name} FOR VALUES FROM (0) TO (50)")
                 if any(n == "junk" for n, _ in tcols):
                     s.append(f"ALTER TABLE {name} DROP COLUMN junk")
-                s.append(f"CREATE TABLE {name}_p2 PARTITION OF {name} FOR VALUES FROM (50) TO (1000)")
+                if rng.random() < 0.5:
+                    s.append(f"CREATE TABLE {name}_p2 PARTITION OF {name} FOR VALUES FROM (50) TO (1000)")
+                else:
+                    s.append(f"CREATE TABLE {name}_p2 ({self.reordered(kept, [('tid', 'bigint')])})")
+                    s.append(f"ALTER TABLE {name} ATTACH PARTITION {name}_p2 FOR VALUES FROM (50) TO (1000)")
+            elif tinherit:
+                s.append(f"CREATE TABLE {name}_base ({tdefs})")
+                s.append(f"CREATE TABLE {name} ({self.reordered(kept, [('tid', 'bigint')])}, PRIMARY KEY (tid))")
+                if any(n == "junk" for n, _ in tcols):
+                    s.append(f"ALTER TABLE {name}_base DROP COLUMN junk")
+                s.append(f"ALTER TABLE {name} INHERIT {name}_base")
             else:
                 s.append(f"CREATE TABLE {name} ({tdefs}, PRIMARY KEY (tid))")
                 if any(n == "junk" for n, _ in tcols):
@@ -257,7 +299,21 @@ class Case:
                 s.append(f"CREATE FUNCTION public.dt_touch_{t}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
                          "NEW.status := coalesce(NEW.status, 'open'); RETURN NEW; END $$")
                 s.append(f"CREATE TRIGGER dt_touch BEFORE INSERT OR UPDATE ON {name} FOR EACH ROW EXECUTE FUNCTION public.dt_touch_{t}()")
-            self.tables[name] = dict(cols={f"c_{k}": k for k in copied}, match=[n for n, _ in mcols])
+            if rng.random() < 0.2:
+                # the user's AFTER row trigger writes the rule's rows again: brings a row into a
+                # `where` scope, or gives a row without a key one (re-parenting inside a trigger)
+                if rng.random() < 0.5:
+                    change, cond = "status = 'open'", "status IS NULL"
+                else:
+                    fixed = self.key_select(rng.choice(keys)).split(", ")
+                    change = ", ".join(f"{n} = {x}" for (n, _), x in zip(mcols, fixed))
+                    cond = f"{mcols[0][0]} IS NULL"
+                s.append(f"CREATE FUNCTION public.dt_after_{t}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                         f"UPDATE {name} SET {change} WHERE tid = NEW.tid AND {cond}; RETURN NULL; END $$")
+                s.append(f"CREATE TRIGGER {rng.choice(['aa', 'zz'])}_after AFTER INSERT OR UPDATE ON {name} FOR EACH ROW "
+                         f"EXECUTE FUNCTION public.dt_after_{t}()")
+            self.tables[name] = dict(cols={f"c_{k}": k for k in copied}, match=[n for n, _ in mcols],
+                                     base=f"{name}_base" if tinherit else None)
             targets.append((name, copied))
             # target rows: some match a key, some match nothing, some have NULL match columns
             for i in range(rng.randint(2, 8)):
@@ -357,28 +413,39 @@ class Case:
             self.settings.append(self.session_settings())
             self.sessions.append([self.statement(targets) for _ in range(rng.randint(10, 40))])
 
-    def partitions(self, table, method, key_cols, early):
+    def partitions(self, table, method, key_cols, early, cols=None):
+        """`early`: made before a column was dropped; late ones (`cols`: the parent's columns) are
+        made as the parent's partitions, or as tables of their own with the columns in another
+        order and attached."""
         rng = self.rng
         out = []
         name = table.split(".")[1]
-        if method == "hash":
-            if early:
-                out.append(f"CREATE TABLE {table}_h0 PARTITION OF {table} FOR VALUES WITH (MODULUS 2, REMAINDER 0)")
-            else:
-                out.append(f"CREATE TABLE public.{name}_h1 (LIKE {table} INCLUDING GENERATED INCLUDING DEFAULTS)")
-                out.append(f"ALTER TABLE {table} ATTACH PARTITION public.{name}_h1 FOR VALUES WITH (MODULUS 2, REMAINDER 1)")
-            return out
-        if method == "range":
-            if early:
-                out.append(f"CREATE TABLE {table}_r0 PARTITION OF {table} FOR VALUES FROM (MINVALUE) TO (20)")
-            else:
-                out.append(f"CREATE TABLE {table}_r1 PARTITION OF {table} FOR VALUES FROM (20) TO (MAXVALUE)")
-            return out
+        bound = {"hash": ("h", "WITH (MODULUS 2, REMAINDER 0)", "WITH (MODULUS 2, REMAINDER 1)"),
+                 "range": ("r", "FROM (MINVALUE) TO (20)", "FROM (20) TO (MAXVALUE)"),
+                 "list": ("l", f"IN ({', '.join(str(i) for i in range(1, 20))})", None)}[method]
         if early:
-            out.append(f"CREATE TABLE {table}_l0 PARTITION OF {table} FOR VALUES IN ({', '.join(str(i) for i in range(1, 20))})")
+            out.append(f"CREATE TABLE {table}_{bound[0]}0 PARTITION OF {table} FOR VALUES {bound[1]}")
+            return out
+        part = f"{table}_{bound[0]}1"
+        spec = f"FOR VALUES {bound[2]}" if bound[2] else "DEFAULT"
+        choice = rng.random()
+        if choice < 0.4:
+            out.append(f"CREATE TABLE {part} PARTITION OF {table} {spec}")
+        elif choice < 0.6:
+            out.append(f"CREATE TABLE {part} (LIKE {table} INCLUDING GENERATED INCLUDING DEFAULTS)")
+            out.append(f"ALTER TABLE {table} ATTACH PARTITION {part} {spec}")
         else:
-            out.append(f"CREATE TABLE {table}_l1 PARTITION OF {table} DEFAULT")
+            out.append(f"CREATE TABLE {part} ({self.reordered(cols, key_cols)})")
+            out.append(f"ALTER TABLE {table} ATTACH PARTITION {part} {spec}")
         return out
+
+    def reordered(self, cols, key_cols):
+        """Column definitions in a shuffled order (key columns NOT NULL, as a parent's primary key
+        requires of its partitions)."""
+        cols = list(cols)
+        self.rng.shuffle(cols)
+        keys = {n for n, _ in key_cols}
+        return ", ".join(f"{n} {t}" + (" NOT NULL" if n in keys else "") for n, t in cols)
 
     def key_select(self, key):
         """The key as a select list for the target's match columns."""
@@ -412,11 +479,22 @@ class Case:
             f"SET extra_float_digits = {rng.choice([-15, 0, 1, 3])}",
             "SET search_path = " + rng.choice(["public", "pg_temp, public", "public, pg_catalog", '"$user", public']),
         ]
-        levels = ["read committed"] if self.concurrent else ["read committed", "repeatable read", "serializable"]
+        levels = ["read committed", "repeatable read", "serializable"]
+        if self.concurrent:
+            levels = ["read committed"] * 4 + levels[1:]
         sets.append(f"SET default_transaction_isolation = '{rng.choice(levels)}'")
         return sets
 
     def statement(self, targets):
+        stmt = self.one_statement(targets)
+        if isinstance(stmt, str) and self.rng.random() < 0.4:
+            # through an inheritance parent: the statement reaches the child's rows too
+            m = re.match(r"(UPDATE|DELETE FROM) (public\.(?:src|tgt\d))(?=[ ])", stmt)
+            if m and (self.tables[m.group(2)].get("base") or (m.group(2) == "public.src" and self.inherit)):
+                stmt = stmt[:m.end(2)] + "_base" + stmt[m.end(2):]
+        return stmt
+
+    def one_statement(self, targets):
         rng = self.rng
         kinds = self.kinds
         key = rng.choice(self.keys + self.key_values(self.keytype, 1))
@@ -622,6 +700,7 @@ def run_case(case, statements=None, db="dt"):
                 return "failed", [f"load_rules: unclear refusal {e.sqlstate}: {e}"], []
             return "refused", [str(e).splitlines()[0]], []
         conn.execute("SELECT data_sync.sync_all()")
+        snapshot(conn, case)
     sessions = statements if statements is not None else case.sessions
     errors = []
     executed = []
@@ -663,6 +742,54 @@ def run_case(case, statements=None, db="dt"):
     return ("failed" if problems else "ok"), problems, executed
 
 
+TARGET_PK = {"public.hop": "hid", "public.lat": "lid", "public.bi": "bid"}
+
+
+def logged_rules(case):
+    """Copy rules whose target's copied columns only data_sync writes (the workload writes a
+    bidirectional rule's target itself)."""
+    return [r for r in case.rules if r["kind"] == "copy" and not r.get("bidirectional")]
+
+
+def snapshot(conn, case):
+    """Keeps each target's copied columns as they are before the workload, and where sync_log
+    stands, for the log check in verify()."""
+    conn.execute("CREATE SCHEMA dt_oracle")
+    conn.execute("CREATE TABLE dt_oracle.mark AS SELECT coalesce(max(id), 0) AS id FROM data_sync.sync_log")
+    for r in logged_rules(case):
+        pk = TARGET_PK.get(r["target"], "tid")
+        conn.execute(f"CREATE TABLE dt_oracle.snap_{r['name']} AS SELECT {pk} AS pk, {', '.join(r['set'])} FROM {r['target']}")
+
+
+def log_oracle(conn, case):
+    """sync_log is consistent with what happened: every row well-formed, and each rule's logged
+    `rows_changed` since the workload began covers the target rows whose copied values the
+    workload's propagations changed (counted here by comparing with the snapshot, never from
+    sync_log): a propagation that changed rows without logging them is a failure."""
+    problems = []
+    bad = conn.execute(
+        "SELECT id, rule_name, status, sqlstate, rows_changed, source_rows FROM data_sync.sync_log "
+        "WHERE status NOT IN ('ok', 'failed', 'conflict', 'disabled') OR rows_changed < 0 OR source_rows < 0 "
+        "OR (status = 'failed') <> (sqlstate IS NOT NULL) OR rule_name NOT IN (SELECT name FROM data_sync.rules) "
+        "LIMIT 3").fetchall()
+    if bad:
+        problems.append(f"sync_log: malformed rows {bad}")
+    for r in logged_rules(case):
+        pk = TARGET_PK.get(r["target"], "tid")
+        cols = list(r["set"])
+        same = " AND ".join(f"t.{c} IS NOT DISTINCT FROM o.{c}" for c in cols)
+        changed = conn.execute(
+            f"SELECT count(*) FROM {r['target']} t LEFT JOIN dt_oracle.snap_{r['name']} o ON o.pk = t.{pk} "
+            f"WHERE CASE WHEN o.pk IS NULL THEN NOT ({' AND '.join(f't.{c} IS NULL' for c in cols)}) "
+            f"ELSE NOT ({same}) END").fetchone()[0]
+        logged = conn.execute(
+            "SELECT coalesce(sum(rows_changed), 0) FROM data_sync.sync_log WHERE rule_name = %s AND status = 'ok' "
+            "AND id > (SELECT id FROM dt_oracle.mark)", (r["name"],)).fetchone()[0]
+        if changed > logged:
+            problems.append(f"sync_log: rule {r['name']} changed {changed} target rows, sync_log counts {logged}")
+    return problems
+
+
 def drain(conn):
     """Applies every queued item (failed ones retried at once) until none is left."""
     for _ in range(20):
@@ -695,6 +822,7 @@ def verify(conn, case):
     expected_failures = [b for b in bad if b[1] in ("23514", "23505", "23502")]
     if len(bad) > len(expected_failures):
         problems.append(f"sync_log: unexplained failures {bad}")
+    problems.extend(log_oracle(conn, case))
     return problems
 
 
@@ -789,7 +917,8 @@ def main():
                 reason = re.sub(r'"[^"]*"', '"…"', problems[0])[:120]
                 refusals[reason] = refusals.get(reason, 0) + 1
             if outcome == "failed":
-                log(f"case {number} FAILED ({'concurrent' if case.concurrent else 'sequential'}): {problems[:3]}")
+                log(f"case {number} FAILED ({'concurrent' if case.concurrent else 'sequential'}): "
+                    f"{[p[:400] for p in problems[:3]]}")
                 OUT.mkdir(parents=True, exist_ok=True)
                 path = OUT / f"seed{seed}-case{number}.sql"
                 items, shrunk_problems = shrink(case, executed) if not case.concurrent else (None, [])

@@ -1,6 +1,6 @@
 -- Schemas shaped like real applications': partitions laid out unlike their parent, rules on a
 -- partition or an inheritance child, several rules filling one row, related entities with several
--- rows, queue keys under other session settings, users' own BEFORE UPDATE triggers.
+-- rows, queue keys under other session settings, users' own BEFORE UPDATE and AFTER row triggers.
 BEGIN;
 CREATE EXTENSION data_sync;
 \set VERBOSITY terse
@@ -207,6 +207,28 @@ UPDATE rs.readings SET contact_id = 9 WHERE id = 2;
 UPDATE rs.readings SET at = 0 WHERE id = 1;
 SELECT * FROM rs.readings ORDER BY id;
 SELECT * FROM data_sync.check('reading');
+
+-- 9. A user's AFTER row trigger that writes the row again, firing before data_sync's own (name
+--    order): data_sync's trigger then holds a row version already replaced, and propagates the
+--    current one (copy and append rules), not the stale values it was handed.
+CREATE TABLE rs.members (id bigint PRIMARY KEY, phone text);
+CREATE TABLE rs.member_cards (id bigint PRIMARY KEY, member_id bigint, phone text);
+CREATE TABLE rs.member_phones (n bigserial PRIMARY KEY, member_id bigint, phone text);
+INSERT INTO rs.member_cards VALUES (1, 5, NULL);
+SELECT * FROM data_sync.add_rule('card', 'rs.members', 'rs.member_cards', '{"member_id": "id"}', '{"phone": "phone"}');
+SELECT * FROM data_sync.add_rule('member_phones', 'rs.members', 'rs.member_phones', NULL,
+    '{"member_id": "id", "phone": "phone"}', NULL, '{"kind": "append", "on_insert": true}');
+CREATE FUNCTION rs.default_phone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE rs.members SET phone = 'unknown' WHERE id = NEW.id AND phone IS NULL;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER aa_default_phone AFTER INSERT OR UPDATE ON rs.members FOR EACH ROW EXECUTE FUNCTION rs.default_phone();
+INSERT INTO rs.members VALUES (5, NULL);
+UPDATE rs.members SET phone = NULL WHERE id = 5;
+SELECT * FROM rs.members;
+SELECT * FROM rs.member_cards;
+SELECT member_id, phone FROM rs.member_phones ORDER BY n DESC LIMIT 1;
 ROLLBACK;
 
 -- 8. status() works in a session that has not called into the library yet, and DROP EXTENSION
