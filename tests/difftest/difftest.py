@@ -14,7 +14,7 @@ port 5492):
             typmod, float -0/NaN, date, timestamptz, text under a deterministic and a
             non-deterministic ICU collation, jsonb, int[], a domain), generated columns, and the
             users' own triggers (a BEFORE trigger deriving a copied source column, an AFTER trigger
-            writing an audit table, an AFTER row trigger writing the source row again, a BEFORE
+            writing an audit table, AFTER row and statement triggers writing source rows again, a BEFORE
             trigger on a target touching another column, AFTER row triggers on a target that
             bring its row into a `where` scope or re-parent it, a statement trigger re-opening
             target rows; AFTER triggers named to fire before or after data_sync's own);
@@ -248,6 +248,14 @@ class Case:
                      f"UPDATE public.src SET v_{k} = {lit(rng, k, null=False)} WHERE {on} AND v_{k} IS NULL; RETURN NULL; END $$")
             s.append(f"CREATE TRIGGER {rng.choice(['aa', 'zz'])}_default AFTER INSERT OR UPDATE ON {src} FOR EACH ROW "
                      "EXECUTE FUNCTION public.dt_default()")
+        if rng.random() < 0.15:
+            # the user's AFTER statement trigger writes rows of the source (fills NULLs of a column)
+            k = rng.choice(kinds)
+            s.append(f"CREATE FUNCTION public.dt_fill_nulls() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     f"IF EXISTS (SELECT FROM public.src WHERE v_{k} IS NULL) THEN "
+                     f"UPDATE public.src SET v_{k} = {lit(rng, k, null=False)} WHERE v_{k} IS NULL; END IF; RETURN NULL; END $$")
+            s.append(f"CREATE TRIGGER {rng.choice(['aa', 'zz'])}_fill_nulls AFTER INSERT OR UPDATE ON {src} "
+                     "FOR EACH STATEMENT EXECUTE FUNCTION public.dt_fill_nulls()")
         self.tables[src] = dict(cols={f"v_{k}": k for k in kinds}, key=[n for n, _ in key_cols],
                                 extra=(["part_a"] if derived else []))
         self.kinds = kinds
