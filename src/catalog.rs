@@ -1,15 +1,11 @@
-//! Reads the facts the core needs from the system catalogs, and reads/writes data_sync's own
-//! catalog tables (`data_sync.rules`, `data_sync.entities`).
-
-use data_sync_core::catalog::{ColumnInfo, TableInfo, TableName};
-use data_sync_core::rules::{RuleKind, SyncMode};
-use data_sync_core::validate::{Entity, Pair, Rule};
-use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
-
-use data_sync_core::plan::{trigger_name, LEGACY_TRIGGER_SUFFIXES, TRIGGER_SUFFIXES};
+//! The facts the core needs about the server's tables, read from the system catalogs (see
+//! `data_sync_core::catalog`), and the triggers data_sync installed on them.
 
 use crate::subxact;
+use data_sync_core::catalog::{ColumnInfo, TableInfo, TableName};
+use data_sync_core::plan::{trigger_name, LEGACY_TRIGGER_SUFFIXES, TRIGGER_SUFFIXES};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 
 /// Resolves a table name as written in a rule (`public.users`, `"Clinic"."Owners"`).
 /// Unqualified names are refused: extension functions run with a pinned `search_path`, so the
@@ -177,202 +173,6 @@ pub fn owner_of(relation: pg_sys::Oid) -> Option<pg_sys::Oid> {
     .flatten()
 }
 
-/// Runs `f` as the owner of data_sync's catalog tables. Nobody else may read or write them
-/// directly; the SQL functions check the caller's rights on the rules' tables instead, and
-/// triggers fired by any writer must be able to read the rule they serve.
-pub fn as_catalog_owner<T>(f: impl FnOnce() -> T) -> T {
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) 'data_sync.rules'::pg_catalog.regclass",
-    )
-    .expect("data_sync.rules exists")
-    .expect("data_sync.rules has an owner");
-    crate::apply::as_role(owner, f)
-}
-
-/// The installed rules, in name order.
-pub fn installed_rules() -> Vec<Rule> {
-    as_catalog_owner(|| {
-        Spi::connect(|client| {
-            let rows = client
-                .select(
-                    "SELECT name, source_schema::pg_catalog.text, source_table::pg_catalog.text, target_schema::pg_catalog.text, target_table::pg_catalog.text,
-                        target_keys, source_keys, target_columns, source_columns, where_clause, enabled,
-                        kind, latest_by, bidirectional, source_timestamp, target_timestamp,
-                        value_columns, value_expressions, watch_columns, on_insert, mode, fire_on_replica
-                 FROM data_sync.rules ORDER BY name",
-                    None,
-                    &[],
-                )
-                .expect("data_sync.rules is readable");
-            rows.into_iter().map(|r| rule_from_row(&r)).collect()
-        })
-    })
-}
-
-pub fn installed_rule(name: &str) -> Option<Rule> {
-    installed_rules().into_iter().find(|r| r.name == name)
-}
-
-fn rule_from_row(r: &pgrx::spi::SpiHeapTupleData<'_>) -> Rule {
-    let text = |i: usize| -> String { r.get(i).unwrap().unwrap() };
-    let list = |i: usize| -> Vec<String> { r.get(i).unwrap().unwrap() };
-    let pairs = |t: Vec<String>, s: Vec<String>| -> Vec<Pair> {
-        t.into_iter().zip(s).map(|(target, source)| Pair { target, source }).collect()
-    };
-    let kind = if text(12) == "append" { RuleKind::Append } else { RuleKind::Copy };
-    let keys = pairs(list(6), list(7));
-    let source_key = list(7);
-    let timestamps = match (r.get::<String>(15).unwrap(), r.get::<String>(16).unwrap()) {
-        (Some(s), Some(t)) => Some((s, t)),
-        _ => None,
-    };
-    Rule {
-        name: text(1),
-        kind,
-        source: TableName::new(text(2), text(3)),
-        target: TableName::new(text(4), text(5)),
-        keys: if kind == RuleKind::Append { Vec::new() } else { keys },
-        copies: pairs(list(8), list(9)),
-        where_clause: r.get(10).unwrap(),
-        enabled: r.get(11).unwrap().unwrap(),
-        latest_by: r.get(13).unwrap(),
-        bidirectional: r.get(14).unwrap().unwrap(),
-        timestamps,
-        values: pairs(list(17), list(18)),
-        watch: list(19),
-        on_insert: r.get(20).unwrap().unwrap(),
-        mode: r.get::<String>(21).unwrap().and_then(|m| SyncMode::parse(&m)),
-        fire_on_replica: r.get(22).unwrap().unwrap(),
-        source_key,
-    }
-}
-
-pub fn insert_rule(rule: &Rule) {
-    let tk: Vec<String> = rule.keys.iter().map(|p| p.target.clone()).collect();
-    let sk = rule.source_key.clone();
-    let (tc, sc): (Vec<String>, Vec<String>) = rule.copies.iter().map(|p| (p.target.clone(), p.source.clone())).unzip();
-    let (vc, ve): (Vec<String>, Vec<String>) = rule.values.iter().map(|p| (p.target.clone(), p.source.clone())).unzip();
-    let (sts, tts) = match &rule.timestamps {
-        Some((s, t)) => (Some(s.clone()), Some(t.clone())),
-        None => (None, None),
-    };
-    // the role defining the rule, not the catalog owner it is written as
-    let defined_by =
-        Spi::get_one::<String>("SELECT CURRENT_USER::pg_catalog.text").expect("current_user").expect("a user");
-    as_catalog_owner(|| {
-        Spi::run_with_args(
-            "INSERT INTO data_sync.rules (name, source_schema, source_table, target_schema, target_table,
-                                          target_keys, source_keys, target_columns, source_columns, where_clause,
-                                          enabled, defined_by, kind, latest_by, bidirectional, source_timestamp,
-                                          target_timestamp, value_columns, value_expressions, watch_columns, on_insert,
-                                          mode, fire_on_replica)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                     $22, $23)",
-            &[
-                rule.name.as_str().into(),
-                rule.source.schema.as_str().into(),
-                rule.source.name.as_str().into(),
-                rule.target.schema.as_str().into(),
-                rule.target.name.as_str().into(),
-                tk.into(),
-                sk.into(),
-                tc.into(),
-                sc.into(),
-                rule.where_clause.clone().into(),
-                rule.enabled.into(),
-                defined_by.into(),
-                rule.kind.as_str().into(),
-                rule.latest_by.clone().into(),
-                rule.bidirectional.into(),
-                sts.into(),
-                tts.into(),
-                vc.into(),
-                ve.into(),
-                rule.watch.clone().into(),
-                rule.on_insert.into(),
-                rule.mode.map(|m| m.as_str()).into(),
-                rule.fire_on_replica.into(),
-            ],
-        )
-    })
-    .expect("insert into data_sync.rules");
-}
-
-pub fn delete_rule(name: &str) {
-    as_catalog_owner(|| {
-        Spi::run_with_args("DELETE FROM data_sync.rules WHERE name OPERATOR(pg_catalog.=) $1", &[name.into()])
-    })
-    .expect("delete from data_sync.rules");
-}
-
-pub fn installed_entities() -> Vec<Entity> {
-    as_catalog_owner(|| {
-        Spi::connect(|client| {
-            let rows = client
-                .select(
-                    "SELECT name, table_schema::pg_catalog.text, table_name::pg_catalog.text, key_column, related
-                 FROM data_sync.entities ORDER BY name",
-                    None,
-                    &[],
-                )
-                .expect("data_sync.entities is readable");
-            rows.into_iter()
-                .map(|r| Entity {
-                    name: r.get(1).unwrap().unwrap(),
-                    table: TableName::new(r.get::<String>(2).unwrap().unwrap(), r.get::<String>(3).unwrap().unwrap()),
-                    key: r.get(4).unwrap().unwrap(),
-                    related: related_from_json(r.get::<pgrx::JsonB>(5).unwrap().unwrap().0),
-                })
-                .collect()
-        })
-    })
-}
-
-/// `{"pet": {"owner_id": "id"}}` <-> related entity -> (its column = our column) pairs.
-fn related_from_json(value: serde_json::Value) -> std::collections::BTreeMap<String, Vec<Pair>> {
-    let map: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
-        serde_json::from_value(value).unwrap_or_default();
-    map.into_iter()
-        .map(|(name, cols)| (name, cols.into_iter().map(|(target, source)| Pair { target, source }).collect()))
-        .collect()
-}
-
-fn related_to_json(entity: &Entity) -> serde_json::Value {
-    let map: serde_json::Map<String, serde_json::Value> = entity
-        .related
-        .iter()
-        .map(|(name, pairs)| {
-            let cols = pairs.iter().map(|p| (p.target.clone(), serde_json::Value::String(p.source.clone()))).collect();
-            (name.clone(), serde_json::Value::Object(cols))
-        })
-        .collect();
-    serde_json::Value::Object(map)
-}
-
-pub fn insert_entity(entity: &Entity) {
-    as_catalog_owner(|| {
-        Spi::run_with_args(
-            "INSERT INTO data_sync.entities (name, table_schema, table_name, key_column, function_schema, related)
-             VALUES ($1, $2, $3, $4, $2, $5)",
-            &[
-                entity.name.as_str().into(),
-                entity.table.schema.as_str().into(),
-                entity.table.name.as_str().into(),
-                entity.key.as_str().into(),
-                pgrx::JsonB(related_to_json(entity)).into(),
-            ],
-        )
-    })
-    .expect("insert into data_sync.entities");
-}
-
-pub fn delete_entity(name: &str) {
-    as_catalog_owner(|| {
-        Spi::run_with_args("DELETE FROM data_sync.entities WHERE name OPERATOR(pg_catalog.=) $1", &[name.into()])
-    })
-    .expect("delete from data_sync.entities");
-}
-
 thread_local! {
     /// Set while data_sync itself creates or drops triggers: its own DDL needs no re-check.
     static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -402,8 +202,8 @@ pub fn quietly<T>(f: impl FnOnce() -> T) -> T {
 pub fn drop_rule_triggers(rule: &str) {
     for (trigger, table, owner) in rule_triggers(rule, false) {
         // regclass output is already quoted as needed
-        let ddl = format!("DROP TRIGGER {} ON {table}", data_sync_core::plan::ident(&trigger));
-        crate::apply::as_role(owner, || Spi::run(&ddl)).expect("drop trigger");
+        let ddl = format!("DROP TRIGGER {} ON {table}", data_sync_core::sql::ident(&trigger));
+        crate::spi::as_role(owner, || Spi::run(&ddl)).expect("drop trigger");
     }
 }
 

@@ -8,11 +8,11 @@ use data_sync_core::catalog::Catalog;
 use data_sync_core::validate;
 use pgrx::prelude::*;
 
-use crate::{api, apply, catalog, subxact};
+use crate::{catalog, install, registry, runtime, spi, subxact};
 
 /// Why an installed rule no longer fits the catalog, if it does not.
 fn breakage(rule: &validate::Rule) -> Option<String> {
-    let spec = api::spec_of(rule);
+    let spec = rule.spec();
     let mut cat = Catalog::new();
     for (what, name, written) in [("source", &rule.source, &spec.source), ("target", &rule.target, &spec.target)] {
         let resolved = catalog::resolve(written);
@@ -30,13 +30,10 @@ fn breakage(rule: &validate::Rule) -> Option<String> {
     // as the target's owner, not whoever changed a table (maybe a superuser): parsing the rule's
     // expressions may call its tables' owners' code
     let owner = catalog::owner_of(pgrx::pg_sys::Oid::from(target.oid))?;
-    let checked = subxact::try_catch(std::panic::AssertUnwindSafe(|| {
-        apply::as_role(owner, || api::check_statements(rule, source, target))
-    }));
-    if let Err(e) = checked {
-        return Some(e.message.trim_start_matches("data_sync: ").to_string());
+    if let Err(e) = spi::as_role(owner, || install::check_statements(rule, source, target)) {
+        return Some(e.message);
     }
-    api::cross_owner_policies(rule, source, target)
+    install::cross_owner_policies(rule, source, target)
 }
 
 const DISABLE: &str = "UPDATE data_sync.rules SET enabled = false, disabled_reason = $2
@@ -69,10 +66,10 @@ fn reinstall_if_needed(rule: &validate::Rule) {
         catalog::drop_rule_triggers(&rule.name);
         for (side, ddl) in planner.triggers_by_side() {
             let role = if side == 's' { source_owner } else { target_owner };
-            apply::as_role(role, || Spi::run(&ddl)).expect("re-create a rule's trigger");
+            spi::as_role(role, || Spi::run(&ddl)).expect("re-create a rule's trigger");
         }
     });
-    apply::invalidate_all();
+    runtime::invalidate_all();
 }
 
 /// Disables the rule if it no longer fits its tables; whether it did. A rule that still fits gets
@@ -83,7 +80,7 @@ fn disable_if_broken(rule: &validate::Rule) -> bool {
         return false;
     };
     let reason = reason.trim_start_matches(&format!("rule \"{}\": ", rule.name)).to_string();
-    catalog::as_catalog_owner(|| {
+    registry::as_catalog_owner(|| {
         Spi::run_with_args(DISABLE, &[rule.name.as_str().into(), reason.as_str().into()])?;
         Spi::run_with_args(
             LOG,
@@ -116,7 +113,7 @@ fn revalidate_rules() -> i64 {
         return 0;
     }
     let mut disabled = 0;
-    for rule in catalog::installed_rules().iter().filter(|r| r.enabled) {
+    for rule in registry::installed_rules().iter().filter(|r| r.enabled) {
         // One rule that cannot be checked or disabled must not make every schema change in the
         // database fail: it is reported, and the others are still checked.
         match subxact::try_catch(std::panic::AssertUnwindSafe(|| disable_if_broken(rule))) {
@@ -134,7 +131,7 @@ fn revalidate_rules() -> i64 {
         }
     }
     if disabled > 0 {
-        apply::invalidate_all();
+        runtime::invalidate_all();
     }
     disabled
 }

@@ -1,14 +1,12 @@
-//! Stage 5: the sync log. One row per rule per propagating statement (never per row), written
+//! The sync log. One row per rule per propagating statement (never per row), written
 //! as the log table's owner so that writers need no privileges on it.
 
+use crate::runtime::RuleRuntime;
+use data_sync_core::operation::Operation;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
-use std::ffi::CString;
-
-use data_sync_core::rules::SyncMode;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
-
-use crate::apply::RuleRuntime;
+use std::ffi::CString;
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LogLevel {
@@ -22,30 +20,8 @@ pub enum LogLevel {
 
 pub static LOG_LEVEL: GucSetting<LogLevel> = GucSetting::<LogLevel>::new(LogLevel::All);
 
-/// The default mode of rules that name none (`data_sync.failure_mode`); see `SyncMode`.
-#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum FailureMode {
-    #[name = c"strict"]
-    Strict,
-    #[name = c"isolated"]
-    Isolated,
-    #[name = c"async"]
-    Async,
-}
-
-pub static FAILURE_MODE: GucSetting<FailureMode> = GucSetting::<FailureMode>::new(FailureMode::Isolated);
-
 /// `NOTIFY` channel for propagation events; empty (the default) sends none.
 pub static NOTIFY_CHANNEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-
-/// The mode a rule runs in: its own, else the setting's.
-pub fn mode_of(rt: &RuleRuntime) -> SyncMode {
-    rt.rule.mode.unwrap_or(match FAILURE_MODE.get() {
-        FailureMode::Strict => SyncMode::Strict,
-        FailureMode::Isolated => SyncMode::Isolated,
-        FailureMode::Async => SyncMode::Async,
-    })
-}
 
 /// These settings weaken or widen what the DBA promised (every propagation logged, a failing one
 /// retried, events announced), so only a superuser sets them: per database or role (`ALTER
@@ -56,15 +32,6 @@ pub fn register_gucs() {
         c"Which propagations are written to data_sync.sync_log.",
         c"all: every propagation and failure; failures: only failures; none: nothing.",
         &LOG_LEVEL,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_enum_guc(
-        c"data_sync.failure_mode",
-        c"When propagations run and what a failing one does to the write that caused it.",
-        c"isolated: the propagation alone is rolled back, logged as failed and queued, and the write commits; \
-strict: the writing statement fails; async: propagations are queued and applied by data_sync.process_queue.",
-        &FAILURE_MODE,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -79,8 +46,8 @@ strict: the writing statement fails; async: propagations are queued and applied 
 }
 
 /// What caused a log row: the operation, its direction, how many source rows, whose write.
-pub struct Outcome<'a> {
-    pub operation: &'a str,
+pub struct Outcome {
+    pub operation: Operation,
     /// A bidirectional rule's way back: the target is where the change came from.
     pub reverse: bool,
     pub source_rows: i64,
@@ -117,11 +84,11 @@ fn write(
 ) {
     let (from, to) =
         if outcome.reverse { (&rt.target_text, &rt.source_text) } else { (&rt.source_text, &rt.target_text) };
-    crate::apply::as_role(rt.log_owner, || unsafe {
+    crate::spi::as_role(rt.log_owner, || unsafe {
         insert_row(
             [
                 Some(text_datum(&rt.rule.name)),
-                Some(text_datum(outcome.operation)),
+                Some(text_datum(outcome.operation.as_str())),
                 Some(text_datum(from)),
                 source_key.as_deref().map(|k| text_datum(k)),
                 Some(Datum::from(source_rows)),
@@ -203,8 +170,21 @@ thread_local! {
     static LOG_RELATION: std::cell::RefCell<Option<LogRelation>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Called by the relcache callback: sync_log may have changed shape.
-pub fn forget_log_relation(relid: Oid) {
+/// Registered once in `_PG_init`: sync_log's cached layout is dropped when the relcache says the
+/// table changed.
+pub fn register_callbacks() {
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), Datum::from(0));
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_changed(_arg: Datum, relid: Oid) {
+    forget_log_relation(relid);
+}
+
+/// sync_log may have changed shape.
+fn forget_log_relation(relid: Oid) {
     LOG_RELATION.with(|c| {
         if let Ok(mut c) = c.try_borrow_mut() {
             if relid == pg_sys::InvalidOid || c.as_ref().is_some_and(|l| l.relid == relid) {
@@ -360,7 +340,7 @@ pub fn notify(rt: &RuleRuntime, outcome: &Outcome, status: &str, changed: i64) {
         if outcome.reverse { (&rt.rule.target, &rt.rule.source) } else { (&rt.rule.source, &rt.rule.target) };
     let payload = serde_json::json!({
         "rule": rt.rule.name,
-        "operation": outcome.operation,
+        "operation": outcome.operation.as_str(),
         "status": status,
         "source": from.to_string(),
         "target": to.to_string(),

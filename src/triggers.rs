@@ -12,14 +12,17 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use data_sync_core::operation::Operation;
+use data_sync_core::plan::Statement;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgTupleDesc};
+use pgrx::PgTupleDesc;
 
 use data_sync_core::rules::SyncMode;
 
-use crate::apply::{self, Layout, RuleRuntime, Side, SourceRow};
-use crate::log;
+use crate::propagate::{self, Rows};
+use crate::runtime::{self, Layout, RuleRuntime, Side, SourceRow};
+use crate::{log, spi};
 
 /// A re-parented target row: its new match key, its tid and table (see `Rows::Moved`).
 type MovedRow = (Vec<Datum>, (pg_sys::ItemPointerData, pg_sys::Oid));
@@ -55,67 +58,6 @@ fn note<T>(lists: &mut HashMap<String, Vec<T>>, rule: &str, item: T) {
 
 thread_local! {
     static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
-    /// The propagations under way in this backend, outermost first: (rule, reverse?).
-    static CHAIN: RefCell<Vec<(String, bool)>> = const { RefCell::new(Vec::new()) };
-}
-
-pub static MAX_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(16);
-
-pub fn register_gucs() {
-    GucRegistry::define_int_guc(
-        c"data_sync.max_depth",
-        c"Longest chain of propagations one write may cause.",
-        c"A propagation that would nest deeper fails with an error naming the chain.",
-        &MAX_DEPTH,
-        1,
-        1000,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
-}
-
-/// Whether the given direction of a rule is propagating right now: its own writes must not
-/// be noted as changes in the other direction (the echo would be a no-op anyway).
-fn in_chain(rule: &str, reverse: bool) -> bool {
-    CHAIN.with(|c| c.borrow().iter().any(|(r, d)| r == rule && *d == reverse))
-}
-
-/// Keeps a propagation on `CHAIN` while it runs (popped on unwind too).
-pub struct ChainEntry;
-
-impl ChainEntry {
-    pub fn enter(rule: &str, reverse: bool) -> ChainEntry {
-        let depth = CHAIN.with(|c| {
-            let mut c = c.borrow_mut();
-            c.push((rule.to_string(), reverse));
-            c.len()
-        });
-        let max = MAX_DEPTH.get() as usize;
-        if depth > max {
-            let chain = CHAIN.with(|c| {
-                c.borrow()
-                    .iter()
-                    .map(|(r, back)| if *back { format!("{r} (back)") } else { r.clone() })
-                    .collect::<Vec<_>>()
-                    .join(" -> ")
-            });
-            CHAIN.with(|c| c.borrow_mut().clear());
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_STATEMENT_TOO_COMPLEX,
-                format!("data_sync: propagation chain deeper than data_sync.max_depth ({max}): {chain}")
-            );
-        }
-        ChainEntry
-    }
-}
-
-impl Drop for ChainEntry {
-    fn drop(&mut self) {
-        CHAIN.with(|c| {
-            c.borrow_mut().pop();
-        });
-    }
 }
 
 pub fn register_callbacks() {
@@ -145,11 +87,7 @@ unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _a
                 p.fills.clear();
             }
         });
-        CHAIN.with(|c| {
-            if let Ok(mut c) = c.try_borrow_mut() {
-                c.clear();
-            }
-        });
+        propagate::forget_chain();
     }
 }
 
@@ -254,10 +192,10 @@ fn source_row_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
     let name = rule_name(trigger);
-    if in_chain(name, true) {
+    if propagate::in_chain(name, true) {
         return Ok(None); // the rule writing its own source back
     }
-    let Some(rt) = apply::runtime(name) else { return Ok(None) };
+    let Some(rt) = runtime::runtime(name) else { return Ok(None) };
     let layout = rt.layout(trigger.trigger_data(), Side::Source, true);
     if update_changed_nothing(trigger, &layout.watched) {
         return Ok(None);
@@ -271,7 +209,7 @@ fn source_row_trigger<'a>(
                 p.new_keys.insert(name.to_string());
             }
             let first = p.keys.get(name).is_none_or(|keys| keys.is_empty());
-            if first && !rt.plan.flush_row.is_empty() && !superseded(new_tuple(trigger.trigger_data())) {
+            if first && rt.plan.sql(Statement::FlushRow).is_some() && !superseded(new_tuple(trigger.trigger_data())) {
                 let row = source_row(trigger, &rt, &layout);
                 p.rows.insert(name.to_string(), row);
             }
@@ -358,10 +296,10 @@ fn reverse_row_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
     let name = rule_name(trigger);
-    if in_chain(name, false) {
+    if propagate::in_chain(name, false) {
         return Ok(None); // the rule's own forward write
     }
-    let Some(rt) = apply::runtime(name) else { return Ok(None) };
+    let Some(rt) = runtime::runtime(name) else { return Ok(None) };
     let layout = rt.layout(trigger.trigger_data(), Side::Target, true);
     if update_changed_nothing(trigger, &layout.values) {
         return Ok(None);
@@ -388,28 +326,22 @@ fn reverse_statement_trigger<'a>(
 }
 
 /// Propagates the target keys noted for a bidirectional rule back, in one statement.
-fn flush_reverse(name: &str, operation: &str) {
+fn flush_reverse(name: &str, operation: Operation) {
     let keys = PENDING.with(|p| p.borrow_mut().reverse_keys.remove(name)).unwrap_or_default();
     if keys.is_empty() {
         return;
     }
-    let Some(rt) = apply::runtime(name) else { return };
-    propagate_back(&rt, &keys, operation);
+    let Some(rt) = runtime::runtime(name) else { return };
+    propagate::propagate_back(&rt, &keys, operation);
 }
 
 /// `insert` or `update`: what the statement that fired a trigger did (the log's `operation`).
-fn statement_operation(trigger: &PgTrigger<'_>) -> &'static str {
+fn statement_operation(trigger: &PgTrigger<'_>) -> Operation {
     if trigger.trigger_data().tg_event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_INSERT {
-        "insert"
+        Operation::Insert
     } else {
-        "update"
+        Operation::Update
     }
-}
-
-/// Carries target rows back to their source rows and logs the outcome (tables swapped: the
-/// target is where the change came from).
-pub fn propagate_back(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
-    run_and_log(rt, keys, Rows::Keys, operation, true)
 }
 
 /// AFTER INSERT / AFTER UPDATE OF … FOR EACH STATEMENT on the source: propagate noted keys.
@@ -427,13 +359,13 @@ fn source_statement_trigger<'a>(
 /// it (see `RuleRuntime::layout`); `None` when the rule is gone or disabled.
 fn statement_trigger_rule<'a>(trigger: &'a PgTrigger<'a>, side: Side) -> Option<&'a str> {
     let name = rule_name(trigger);
-    let rt = apply::runtime(name)?;
+    let rt = runtime::runtime(name)?;
     rt.layout(trigger.trigger_data(), side, false);
     Some(name)
 }
 
 /// Propagates the source keys noted for a rule, in one statement.
-fn flush_source(name: &str, operation: &str) {
+fn flush_source(name: &str, operation: Operation) {
     let (keys, row, new_keys) = PENDING.with(|p| {
         let mut p = p.borrow_mut();
         (p.keys.remove(name).unwrap_or_default(), p.rows.remove(name), p.new_keys.remove(name))
@@ -441,165 +373,18 @@ fn flush_source(name: &str, operation: &str) {
     if keys.is_empty() {
         return;
     }
-    let Some(rt) = apply::runtime(name) else { return };
-    if new_keys && rt.rule.kind == data_sync_core::rules::RuleKind::Copy && log::mode_of(&rt) != SyncMode::Async {
+    let Some(rt) = runtime::runtime(name) else { return };
+    if new_keys && rt.rule.kind == data_sync_core::rules::RuleKind::Copy && propagate::mode_of(&rt) != SyncMode::Async {
         rt.lock_keys(&keys, true);
     }
     // the row's values stand for the source only if they are this statement's one row
     let current = unsafe { pg_sys::GetCurrentSubTransactionId() };
     let usable = row.as_ref().filter(|r| keys.len() == 1 && r.subxact == current);
-    run_and_log(&rt, &keys, usable.map_or(Rows::Keys, Rows::One), operation, false);
+    propagate::run_and_log(&rt, &keys, usable.map_or(Rows::Keys, Rows::One), operation, false);
     // (copied into TopTransactionContext: a loop of one-row statements must not pile them up)
     if let Some(row) = row {
         row.free();
     }
-}
-
-/// Propagates source keys and logs the outcome. Shared by triggers and re-syncs.
-pub fn propagate(rt: &RuleRuntime, keys: &[Vec<Datum>], operation: &str) -> u64 {
-    run_and_log(rt, keys, Rows::Keys, operation, false)
-}
-
-/// Which rows a propagation carries over.
-#[derive(Clone, Copy)]
-pub enum Rows<'a> {
-    /// Every row of the keys, read from the source.
-    Keys,
-    /// The statement's one changed source row, from its values.
-    One(&'a SourceRow),
-    /// Only the target rows at these tids of these tables (re-parented), from their keys'
-    /// source rows.
-    Moved(&'a [(pg_sys::ItemPointerData, pg_sys::Oid)]),
-}
-
-/// The propagation itself, without logging: carries the rows of these keys over (or back, for
-/// a bidirectional rule's way back; from `row`'s values when given). Returns rows changed and,
-/// for last-write-wins rules, rows skipped as newer. Must be called inside an SPI connection.
-/// `lock`: lock the source rows first (re-syncs, re-fills and queue items always do): a
-/// propagation that does not run inside the write that changed the rows must not read a version
-/// that a writer still holding them is replacing. It would write that older value after the
-/// writer's own propagation (a lost update in READ COMMITTED); locking waits for the writer and
-/// then reads what it committed.
-pub fn apply_keys(
-    rt: &RuleRuntime,
-    keys: &[Vec<Datum>],
-    rows: Rows<'_>,
-    operation: &str,
-    reverse: bool,
-    lock: bool,
-) -> (u64, Option<u64>) {
-    // A last-write-wins rule counts the rows it skipped as newer, for the log; that takes a
-    // second statement, unneeded when one key changed its one maintained row.
-    let counted = |changed: u64, one_row_per_key: bool, count: &dyn Fn() -> Option<u64>| {
-        if keys.len() == 1 && changed > 0 && one_row_per_key {
-            Some(0)
-        } else {
-            count()
-        }
-    };
-    if reverse {
-        // the source key is unique: one source row per key
-        let (changed, conflicts) = apply::naming_rule(rt, "propagation back from", || {
-            apply::as_role(rt.source_owner, || {
-                let changed = rt.flush_reverse(keys);
-                (changed, counted(changed, true, &|| rt.reverse_conflicts(keys)))
-            })
-        });
-        if conflicts.is_some_and(|n| n > 0) {
-            // Last write wins on both sides: the source is newer than the target rows that came
-            // back, so they lose and take the source's values (a source write that committed
-            // while such a row was not yet visible to it could not reach it). As the rule's own
-            // forward write, which does not flow back again.
-            let _forward = ChainEntry::enter(&rt.rule.name, false);
-            apply::naming_rule(rt, "propagation to", || apply::as_role(rt.target_owner, || rt.flush(keys)));
-        }
-        return (changed, conflicts);
-    }
-    if lock || operation == "sync" || operation == "fill" {
-        // As the source's owner, who may lock its rows. A re-fill locks like the fill of an
-        // inserted row (see `fill_lookup`): an update of the source row racing it waits, or is
-        // waited for, and so sees the re-parented row.
-        let doing = match operation {
-            "fill" => "filling rows of",
-            "sync" => "re-sync of",
-            _ => "propagation to",
-        };
-        apply::naming_rule(rt, doing, || apply::as_role(rt.source_owner, || rt.lock_sources(keys)));
-    }
-    let (changed, conflicts) = apply::naming_rule(rt, "propagation to", || {
-        apply::as_role(rt.target_owner, || match rows {
-            Rows::One(row) => {
-                let changed = rt.flush_row(row);
-                (changed, counted(changed, rt.one_target_row_per_key, &|| rt.conflicts_row(row)))
-            }
-            Rows::Moved(tids) => {
-                let changed = rt.refill(keys, tids);
-                (changed, counted(changed, true, &|| rt.refill_conflicts(keys, tids)))
-            }
-            Rows::Keys => {
-                let changed = rt.flush(keys);
-                (changed, counted(changed, rt.one_target_row_per_key, &|| rt.conflicts(keys)))
-            }
-        })
-    });
-    if rt.rule.bidirectional && conflicts.is_some_and(|n| n > 0) {
-        // the newer target rows win: the source takes their values (see above)
-        let _back = ChainEntry::enter(&rt.rule.name, true);
-        apply::naming_rule(rt, "propagation back from", || apply::as_role(rt.source_owner, || rt.flush_reverse(keys)));
-    }
-    (changed, conflicts)
-}
-
-/// Logs (and announces) a propagation's outcome: one `ok` row, and a `conflict` row for the
-/// rows a last-write-wins rule left alone. Must be called inside an SPI connection.
-pub fn record(rt: &RuleRuntime, outcome: &log::Outcome, key: Option<String>, changed: u64, conflicts: Option<u64>) {
-    let conflicts = conflicts.unwrap_or(0);
-    if changed > 0 || conflicts == 0 {
-        log::propagation(rt, outcome, key.clone(), changed as i64);
-    }
-    if conflicts > 0 {
-        log::conflict(rt, outcome, key, conflicts as i64);
-    }
-}
-
-/// Errors that concern the whole transaction (serialization failures, deadlocks, cancels,
-/// resources, internal errors): not the rule's to absorb; the application retries them.
-const TRANSACTION_LEVEL: [&str; 5] = ["40", "53", "57", "58", "XX"];
-
-/// Runs one propagation and logs its outcome, as the rule's mode says. Strict: errors fail the
-/// statement. Isolated: the propagation runs in a subtransaction of its own, one per rule per
-/// statement; on failure only it is rolled back, a `failed` log row and a queue item are
-/// written, and the caller's write goes on. Async: the keys are queued, nothing else (re-syncs
-/// run at once, as isolated).
-fn run_and_log(rt: &RuleRuntime, keys: &[Vec<Datum>], rows: Rows<'_>, operation: &str, reverse: bool) -> u64 {
-    let mode = log::mode_of(rt);
-    // re-syncs and re-fills of re-parented rows are not deferred: a filled row is complete
-    if mode == SyncMode::Async && operation != "sync" && operation != "fill" {
-        apply::with_spi(|| crate::queue::enqueue(rt, keys, reverse, operation, None));
-        return 0;
-    }
-    let role = unsafe { pg_sys::GetUserId() };
-    let _entry = ChainEntry::enter(&rt.rule.name, reverse);
-    apply::with_spi(|| {
-        let key = (keys.len() == 1).then(|| rt.key_text(&keys[0]));
-        let outcome = log::Outcome { operation, reverse, source_rows: keys.len() as i64, role, attempt: 1 };
-        let work = || apply_keys(rt, keys, rows, operation, reverse, false);
-        let (changed, conflicts) = if mode == SyncMode::Strict {
-            work()
-        } else {
-            match crate::subxact::try_catch(std::panic::AssertUnwindSafe(work)) {
-                Ok(result) => result,
-                Err(error) if TRANSACTION_LEVEL.iter().any(|c| error.sqlstate.starts_with(c)) => error.rethrow(),
-                Err(error) => {
-                    log::failure(rt, &outcome, key, &error);
-                    crate::queue::enqueue(rt, keys, reverse, operation, Some(&error));
-                    return 0;
-                }
-            }
-        };
-        record(rt, &outcome, key, changed, conflicts);
-        changed
-    })
 }
 
 /// BEFORE INSERT [OR UPDATE OF <match columns>] FOR EACH ROW on the target: fill the copied
@@ -619,7 +404,7 @@ fn target_fill_trigger<'a>(
         Some(PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked((*data.tg_relation).rd_att), tuple))
     };
     let name = rule_name(trigger);
-    let Some(rt) = apply::runtime(name) else { return Ok(unchanged()) };
+    let Some(rt) = runtime::runtime(name) else { return Ok(unchanged()) };
     let layout = rt.layout(data, Side::Target, true);
     if update_changed_nothing(trigger, &layout.watched) {
         return Ok(unchanged());
@@ -656,12 +441,10 @@ fn target_fill_trigger<'a>(
         }
         rt.lock_keys(std::slice::from_ref(&args[..rt.key_types.len()].to_vec()), false);
         let caller_context = pg_sys::CurrentMemoryContext;
-        let filled = apply::with_spi(|| {
+        let filled = spi::with_spi(|| {
             // as the source's owner, who may lock its rows (as foreign-key checks do)
-            let found = apply::naming_rule(&rt, "filling a row of", || {
-                apply::as_role(rt.source_owner, || {
-                    rt.execute("fill_lookup", &rt.plan.fill_lookup, &types, &args, &nulls)
-                })
+            let found = runtime::naming_rule(&rt, "filling a row of", || {
+                spi::as_role(rt.source_owner, || rt.execute(Statement::FillLookup, &types, &args, &nulls))
             });
             if found == 0 {
                 return None;
@@ -716,7 +499,7 @@ fn target_fill_trigger<'a>(
 fn note_refill(trigger: &PgTrigger<'_>) {
     // (also inside the rule's own propagation: the target's own triggers may change other rows then)
     let name = rule_name(trigger);
-    let Some(rt) = apply::runtime(name) else { return };
+    let Some(rt) = runtime::runtime(name) else { return };
     let layout = rt.layout(trigger.trigger_data(), Side::Target, true);
     if update_changed_nothing(trigger, &layout.watched) {
         return;
@@ -754,20 +537,20 @@ fn refill(name: &str) {
     if rows.is_empty() && keys.is_empty() {
         return;
     }
-    let Some(rt) = apply::runtime(name) else { return };
+    let Some(rt) = runtime::runtime(name) else { return };
     let all: Vec<Vec<Datum>> = keys.iter().cloned().chain(rows.iter().map(|(k, _)| k.clone())).collect();
     rt.lock_keys(&all, false);
     if !keys.is_empty() {
         // every maintained (newest) row of these keys: the other rows of a `latest_by` key are
         // not maintained, so no hand-written value is overwritten
-        run_and_log(&rt, &keys, Rows::Keys, "fill", false);
+        propagate::run_and_log(&rt, &keys, Rows::Keys, Operation::Fill, false);
     }
     if rows.is_empty() {
         return;
     }
     let (keys, mut tids): (Vec<Vec<Datum>>, Vec<(pg_sys::ItemPointerData, pg_sys::Oid)>) = rows.into_iter().unzip();
-    apply::follow_updates(&mut tids);
-    run_and_log(&rt, &keys, Rows::Moved(&tids), "fill", false);
+    runtime::follow_updates(&mut tids);
+    propagate::run_and_log(&rt, &keys, Rows::Moved(&tids), Operation::Fill, false);
 }
 
 /// AFTER INSERT OR UPDATE OF <match columns> FOR EACH STATEMENT on the target: one log row for
@@ -789,8 +572,9 @@ fn log_fills(name: &str) {
     if filled == 0 {
         return;
     }
-    let Some(rt) = apply::runtime(name) else { return };
+    let Some(rt) = runtime::runtime(name) else { return };
     let role = unsafe { pg_sys::GetUserId() };
-    let outcome = log::Outcome { operation: "fill", reverse: false, source_rows: filled as i64, role, attempt: 1 };
-    apply::with_spi(|| log::propagation(&rt, &outcome, None, filled as i64));
+    let outcome =
+        log::Outcome { operation: Operation::Fill, reverse: false, source_rows: filled as i64, role, attempt: 1 };
+    spi::with_spi(|| log::propagation(&rt, &outcome, None, filled as i64));
 }

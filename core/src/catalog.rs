@@ -18,7 +18,7 @@ impl TableName {
 
     /// The name as SQL, every part quoted: `"public"."users"`.
     pub fn sql(&self) -> String {
-        format!("{}.{}", crate::plan::ident(&self.schema), crate::plan::ident(&self.name))
+        format!("{}.{}", crate::sql::ident(&self.schema), crate::sql::ident(&self.name))
     }
 }
 

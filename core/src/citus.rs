@@ -51,7 +51,7 @@ pub fn check_placement(rule: &Rule, source: Option<&Placement>, target: Option<&
             }
             // the pairs that join a target row to its source row: the match, or for append
             // rules the copied columns (the appended row carries the source's values)
-            let pairs: &[Pair] = if rule.keys.is_empty() { &rule.copies } else { &rule.keys };
+            let pairs: &[Pair] = if rule.matches.is_empty() { &rule.copies } else { &rule.matches };
             if pairs.iter().any(|p| &p.target == tc && &p.source == sc) {
                 Ok(())
             } else {
@@ -78,7 +78,7 @@ mod tests {
             kind: RuleKind::Copy,
             source: TableName::new("public", "users"),
             target: TableName::new("public", "lost_pets"),
-            keys: pairs(keys),
+            matches: pairs(keys),
             copies: pairs(&[("contact_phone", "phone")]),
             where_clause: None,
             enabled: true,

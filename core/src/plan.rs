@@ -8,17 +8,9 @@
 //! `data_sync$v1`, … and cannot clash with a user's column.
 
 use crate::catalog::{ColumnInfo, TableInfo};
+use crate::sql::{ident, literal};
+pub use crate::statement::{Params, Statement};
 use crate::validate::Rule;
-
-/// Quotes an identifier (always, so reserved words and mixed case are safe).
-pub fn ident(name: &str) -> String {
-    postgres_protocol::escape::escape_identifier(name)
-}
-
-/// Quotes a string literal.
-pub fn literal(value: &str) -> String {
-    postgres_protocol::escape::escape_literal(value)
-}
 
 /// Alias of the one-row or many-row subquery of source values (see `Planner::src`).
 const SRC: &str = "data_sync$src";
@@ -50,55 +42,38 @@ pub fn distinct(a: &str, b: &str, col: &ColumnInfo) -> String {
 }
 
 /// Everything a rule executes, ready for SPI. Parameters are described next to each statement.
+/// The SQL of a rule's statements (only those the rule has: an append rule has no fill, check
+/// or re-sync statements; only bidirectional rules go back; only last-write-wins rules count
+/// conflicts), and the parameter types they share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RulePlan {
-    /// Propagates from one source row. `$1..$n`: the source key values.
-    pub flush_one: String,
-    /// Propagates from many source rows. `$1..$n`: arrays of the source key values.
-    pub flush_many: String,
-    /// Propagates from one source row given as parameters (the row trigger's NEW values): keys,
-    /// copied values, timestamp, of types `row_types`. Empty for append rules.
-    pub flush_row: String,
-    pub conflicts_row: Option<String>,
+    statements: [Option<String>; Statement::COUNT],
+    /// Type OIDs of `Params::Row`: keys, copied values, timestamp, of the source row.
     pub row_types: Vec<u32>,
-    /// Looks up the copied values for one target row (BEFORE trigger on the target).
-    /// `$1..$n`: the target's match values; `$n+1`: the target row, only if the rule has `where`.
-    pub fill_lookup: String,
-    /// Counts target rows that differ from their source row. No parameters.
-    pub check: String,
-    /// First batch of source keys for a full re-sync, in key order. `$1`: batch size.
-    pub keys_first: String,
-    /// Next batch after a key. `$1`: batch size, `$2..`: the last key seen.
-    pub keys_after: String,
-    /// Re-syncs limited to a key range (single-column keys only): first batch from a key, and
-    /// next batch after a key, both up to a key. `$1`: batch size, `$2`: lower bound (NULL:
-    /// none; after: the last key seen), `$3`: upper bound (NULL: none).
-    pub keys_range_first: Option<String>,
-    pub keys_range_after: Option<String>,
-    /// How many source rows a re-sync visits (progress). Single-column keys: `$1`/`$2`, the
-    /// optional bounds of a range; otherwise no parameters.
-    pub keys_count: String,
     /// Type OIDs of the source key columns, in parameter order.
     pub key_types: Vec<u32>,
-    /// Re-syncs: lock the source rows of a batch (`FOR SHARE`) before copying them. Same
-    /// parameters as `flush_one` / `flush_many`. Empty for append rules.
-    pub lock_one: String,
-    pub lock_many: String,
-    /// Last-write-wins rules: how many target rows a propagation skipped because their
-    /// timestamp is newer. Same parameters as `flush_one` / `flush_many`.
-    pub conflicts_one: Option<String>,
-    pub conflicts_many: Option<String>,
-    /// Re-fills target rows re-parented by one statement: `flush_many` limited to those rows.
-    /// `$1..$n`: arrays of the new match keys; `$n+1`, `$n+2`: the rows' tids and tables. Empty
-    /// for append rules.
-    pub refill: String,
-    pub refill_conflicts: Option<String>,
-    /// Bidirectional rules: propagate target rows back to their source row. `$1..$n`: the
-    /// target's match values (one set, or arrays).
-    pub reverse_one: Option<String>,
-    pub reverse_many: Option<String>,
-    pub reverse_conflicts_one: Option<String>,
-    pub reverse_conflicts_many: Option<String>,
+}
+
+impl RulePlan {
+    fn new(row_types: Vec<u32>, key_types: Vec<u32>) -> RulePlan {
+        RulePlan { statements: [const { None }; Statement::COUNT], row_types, key_types }
+    }
+
+    fn with(mut self, statement: Statement, sql: impl Into<Option<String>>) -> RulePlan {
+        self.statements[statement as usize] = sql.into();
+        self
+    }
+
+    /// The statement's SQL, if the rule has it.
+    pub fn sql(&self, statement: Statement) -> Option<&str> {
+        self.statements[statement as usize].as_deref()
+    }
+
+    /// Forgets a statement the server cannot prepare for this rule (see the runtime's
+    /// `FlushRow` of append rules).
+    pub fn remove(&mut self, statement: Statement) {
+        self.statements[statement as usize] = None;
+    }
 }
 
 /// One trigger of a rule: its name suffix, `timing event` clause, what it fires on, level and
@@ -150,8 +125,8 @@ impl<'a> Planner<'a> {
         let src = self.src();
         let rule = self.rule;
         let mut cols: Vec<String> =
-            rule.keys.iter().chain(&rule.copies).map(|p| format!("{alias}.{}", ident(&p.source))).collect();
-        let mut names: Vec<String> = (0..rule.keys.len()).map(k).chain((0..rule.copies.len()).map(v)).collect();
+            rule.matches.iter().chain(&rule.copies).map(|p| format!("{alias}.{}", ident(&p.source))).collect();
+        let mut names: Vec<String> = (0..rule.matches.len()).map(k).chain((0..rule.copies.len()).map(v)).collect();
         if let Some((source_ts, _)) = &rule.timestamps {
             cols.push(format!("{alias}.{}", ident(source_ts)));
             names.push(TS.to_string());
@@ -172,7 +147,7 @@ impl<'a> Planner<'a> {
     fn param_row(&self) -> String {
         let src = self.src();
         let rule = self.rule;
-        let mut names: Vec<String> = (0..rule.keys.len()).map(k).chain((0..rule.copies.len()).map(v)).collect();
+        let mut names: Vec<String> = (0..rule.matches.len()).map(k).chain((0..rule.copies.len()).map(v)).collect();
         if rule.timestamps.is_some() {
             names.push(TS.to_string());
         }
@@ -188,7 +163,7 @@ impl<'a> Planner<'a> {
         let rule = self.rule;
         let row = self.param_row();
         let mut out = sql.replace(&format!("\nFROM {row}"), "").replace(&format!(", {row}"), "");
-        let mut names: Vec<String> = (0..rule.keys.len()).map(k).chain((0..rule.copies.len()).map(v)).collect();
+        let mut names: Vec<String> = (0..rule.matches.len()).map(k).chain((0..rule.copies.len()).map(v)).collect();
         if rule.timestamps.is_some() {
             names.push(TS.to_string());
         }
@@ -208,7 +183,7 @@ impl<'a> Planner<'a> {
         if rule.kind == crate::rules::RuleKind::Append {
             return self.source.columns.iter().map(|c| c.name.clone()).collect();
         }
-        let mut cols: Vec<String> = rule.keys.iter().chain(&rule.copies).map(|p| p.source.clone()).collect();
+        let mut cols: Vec<String> = rule.matches.iter().chain(&rule.copies).map(|p| p.source.clone()).collect();
         cols.extend(rule.timestamps.as_ref().map(|(source_ts, _)| source_ts.clone()));
         cols
     }
@@ -221,7 +196,7 @@ impl<'a> Planner<'a> {
         if let Some(by) = &self.rule.latest_by {
             let keys: Vec<(String, &ColumnInfo)> = self
                 .rule
-                .keys
+                .matches
                 .iter()
                 .map(|p| (format!("{row}.{}", ident(&p.target)), self.tgt_col(&p.target)))
                 .collect();
@@ -242,7 +217,7 @@ impl<'a> Planner<'a> {
         let newer = "\"data_sync$newer\"";
         let mut conds: Vec<String> = self
             .rule
-            .keys
+            .matches
             .iter()
             .zip(keys)
             .map(|(p, (value, col))| format!("{newer}.{} {} {value}", ident(&p.target), eq_op(col)))
@@ -267,7 +242,7 @@ impl<'a> Planner<'a> {
         let src = self.src();
         let rule = self.rule;
         let mut conds: Vec<String> = rule
-            .keys
+            .matches
             .iter()
             .enumerate()
             .map(|(i, p)| format!("{} {} {src}.{}", self.tgt(&p.target), eq_op(self.src_col(&p.source)), k(i)))
@@ -388,32 +363,19 @@ impl<'a> Planner<'a> {
         let names: Vec<String> = row_columns.iter().map(|c| ident(c)).collect();
         let row = format!("(SELECT {}) AS {alias}({})", params.join(", "), names.join(", "));
         let key_cols: Vec<&ColumnInfo> = key.iter().map(|c| self.src_col(c)).collect();
-        RulePlan {
-            flush_one: insert(&format!("{table} AS {alias}"), &one),
-            flush_many: insert(&format!("{many_from}{table} AS {alias}"), &many),
-            flush_row: insert(&row, "TRUE"),
-            conflicts_row: None,
-            row_types: self.source.columns.iter().map(|c| c.type_oid).collect(),
-            fill_lookup: String::new(),
-            check: String::new(),
-            keys_first: String::new(),
-            keys_after: String::new(),
-            keys_range_first: None,
-            keys_range_after: None,
-            keys_count: String::new(),
-            key_types: key_cols.iter().map(|c| c.type_oid).collect(),
-            // a queued append reads the row once its writer committed (see `apply_keys`)
-            lock_one: format!("SELECT 1 FROM {table} AS {alias} WHERE {one} FOR SHARE OF {alias}"),
-            lock_many: format!("SELECT 1 FROM {many_from}{table} AS {alias} WHERE {many} FOR SHARE OF {alias}"),
-            conflicts_one: None,
-            conflicts_many: None,
-            refill: String::new(),
-            refill_conflicts: None,
-            reverse_one: None,
-            reverse_many: None,
-            reverse_conflicts_one: None,
-            reverse_conflicts_many: None,
-        }
+        RulePlan::new(
+            self.source.columns.iter().map(|c| c.type_oid).collect(),
+            key_cols.iter().map(|c| c.type_oid).collect(),
+        )
+        .with(Statement::FlushOne, insert(&format!("{table} AS {alias}"), &one))
+        .with(Statement::FlushMany, insert(&format!("{many_from}{table} AS {alias}"), &many))
+        .with(Statement::FlushRow, insert(&row, "TRUE"))
+        // a queued append reads the row once its writer committed (see `carry`)
+        .with(Statement::LockOne, format!("SELECT 1 FROM {table} AS {alias} WHERE {one} FOR SHARE OF {alias}"))
+        .with(
+            Statement::LockMany,
+            format!("SELECT 1 FROM {many_from}{table} AS {alias} WHERE {many} FOR SHARE OF {alias}"),
+        )
     }
 
     /// Bidirectional rules: the statements that carry target rows back to their source row,
@@ -453,7 +415,7 @@ impl<'a> Planner<'a> {
             return self.append_plan();
         }
         let rule = self.rule;
-        let key_cols: Vec<&ColumnInfo> = rule.keys.iter().map(|p| self.src_col(&p.source)).collect();
+        let key_cols: Vec<&ColumnInfo> = rule.matches.iter().map(|p| self.src_col(&p.source)).collect();
 
         let key: Vec<&str> = rule.source_key.iter().map(String::as_str).collect();
         let (one, many_from, many) = self.key_filters("s", &key);
@@ -482,7 +444,7 @@ impl<'a> Planner<'a> {
             self.source.name.sql(),
             one
         );
-        let row = format!("${}", rule.keys.len() + 1);
+        let row = format!("${}", rule.matches.len() + 1);
         if let Some(w) = &rule.where_clause {
             fill_lookup.push_str(&format!(
                 "\n  AND EXISTS (SELECT FROM (SELECT ({row}).*) AS {} WHERE (\n{w}\n))",
@@ -491,9 +453,13 @@ impl<'a> Planner<'a> {
         }
         if let Some(by) = &rule.latest_by {
             // the new row version is filled only if no other row of its key is newer
-            let keys: Vec<(String, &ColumnInfo)> =
-                rule.keys.iter().enumerate().map(|(i, p)| (format!("${}", i + 1), self.tgt_col(&p.target))).collect();
-            let tid = format!("${}", rule.keys.len() + 2);
+            let keys: Vec<(String, &ColumnInfo)> = rule
+                .matches
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("${}", i + 1), self.tgt_col(&p.target)))
+                .collect();
+            let tid = format!("${}", rule.matches.len() + 2);
             fill_lookup.push_str(&format!(
                 "\n  AND {}",
                 self.no_newer_row(&keys, &format!("({row}).{}", ident(by)), Some(&tid))
@@ -515,7 +481,7 @@ impl<'a> Planner<'a> {
             self.join_and_drift()
         );
 
-        let key_list: Vec<String> = rule.keys.iter().map(|p| format!("s.{}", ident(&p.source))).collect();
+        let key_list: Vec<String> = rule.matches.iter().map(|p| format!("s.{}", ident(&p.source))).collect();
         let keys_first = format!(
             "SELECT {} FROM {} AS s ORDER BY {} LIMIT $1",
             key_list.join(", "),
@@ -552,31 +518,31 @@ impl<'a> Planner<'a> {
             _ => (None, None, format!("SELECT pg_catalog.count(*) FROM {table}")),
         };
 
-        RulePlan {
-            flush_one,
-            flush_many,
-            flush_row,
-            conflicts_row,
-            row_types: self.row_columns().iter().map(|c| self.src_col(c).type_oid).collect(),
-            fill_lookup,
-            check,
-            keys_first,
-            keys_after,
-            keys_range_first,
-            keys_range_after,
-            keys_count,
-            key_types: key_cols.iter().map(|c| c.type_oid).collect(),
-            lock_one,
-            lock_many,
-            conflicts_one,
-            conflicts_many,
-            refill,
-            refill_conflicts,
-            reverse_one,
-            reverse_many,
-            reverse_conflicts_one,
-            reverse_conflicts_many,
-        }
+        RulePlan::new(
+            self.row_columns().iter().map(|c| self.src_col(c).type_oid).collect(),
+            key_cols.iter().map(|c| c.type_oid).collect(),
+        )
+        .with(Statement::FlushOne, flush_one)
+        .with(Statement::FlushMany, flush_many)
+        .with(Statement::FlushRow, flush_row)
+        .with(Statement::ConflictsRow, conflicts_row)
+        .with(Statement::FillLookup, fill_lookup)
+        .with(Statement::Check, check)
+        .with(Statement::KeysFirst, keys_first)
+        .with(Statement::KeysAfter, keys_after)
+        .with(Statement::KeysRangeFirst, keys_range_first)
+        .with(Statement::KeysRangeAfter, keys_range_after)
+        .with(Statement::KeysCount, keys_count)
+        .with(Statement::LockOne, lock_one)
+        .with(Statement::LockMany, lock_many)
+        .with(Statement::ConflictsOne, conflicts_one)
+        .with(Statement::ConflictsMany, conflicts_many)
+        .with(Statement::Refill, refill)
+        .with(Statement::RefillConflicts, refill_conflicts)
+        .with(Statement::ReverseOne, reverse_one)
+        .with(Statement::ReverseMany, reverse_many)
+        .with(Statement::ReverseConflictsOne, reverse_conflicts_one)
+        .with(Statement::ReverseConflictsMany, reverse_conflicts_many)
     }
 
     /// Whether the fill lookup takes the new target row (`$n+1`) and its old version's tid (`$n+2`).
@@ -586,7 +552,7 @@ impl<'a> Planner<'a> {
 
     /// Source keys of one entity: `$1` is the entity key value.
     pub fn entity_keys(&self, entity_key: &str) -> String {
-        let key_list: Vec<String> = self.rule.keys.iter().map(|p| format!("s.{}", ident(&p.source))).collect();
+        let key_list: Vec<String> = self.rule.matches.iter().map(|p| format!("s.{}", ident(&p.source))).collect();
         let col = self.source.column(entity_key).expect("validated entity key");
         format!(
             "SELECT {} FROM {} AS s WHERE s.{} {} $1",
@@ -601,7 +567,7 @@ impl<'a> Planner<'a> {
     /// with `latest_by` the ordering column (a row becoming the newest), and the target columns
     /// a `where` names (a row entering the rule's scope).
     pub fn refill_columns(&self) -> Vec<String> {
-        let mut refill: Vec<String> = self.rule.keys.iter().map(|p| p.target.clone()).collect();
+        let mut refill: Vec<String> = self.rule.matches.iter().map(|p| p.target.clone()).collect();
         refill.extend(self.rule.latest_by.clone());
         for column in self.where_columns() {
             if !refill.contains(&column) {
@@ -705,7 +671,7 @@ impl<'a> Planner<'a> {
             let names_where_column = self
                 .where_columns()
                 .iter()
-                .any(|c| update_of.contains(&c.as_str()) && !self.rule.keys.iter().any(|k| &k.target == c));
+                .any(|c| update_of.contains(&c.as_str()) && !self.rule.matches.iter().any(|k| &k.target == c));
             let filtered = update && !table.before_update_triggers && !names_where_column;
             if filtered {
                 events.push(format!("UPDATE OF {}", list(update_of)));
@@ -934,32 +900,35 @@ mod tests {
             &tailtracker(),
         );
         assert_eq!(
-            plan.flush_one,
+            plan.sql(Statement::FlushOne).unwrap(),
             "UPDATE \"public\".\"lost_pets\" SET \"contact_phone\" = \"data_sync$src\".\"data_sync$v1\"\n\
              FROM (SELECT s.\"id\", s.\"phone\" FROM \"public\".\"users\" AS s WHERE s.\"id\" OPERATOR(\"pg_catalog\".=) $1) AS \"data_sync$src\"(\"data_sync$k1\", \"data_sync$v1\")\n\
              WHERE \"public\".\"lost_pets\".\"owner_id\" OPERATOR(\"pg_catalog\".=) \"data_sync$src\".\"data_sync$k1\"\n  \
              AND (((\"public\".\"lost_pets\".\"contact_phone\" OPERATOR(\"pg_catalog\".=) \"data_sync$src\".\"data_sync$v1\") IS NOT TRUE AND (\"public\".\"lost_pets\".\"contact_phone\" IS NOT NULL OR \"data_sync$src\".\"data_sync$v1\" IS NOT NULL)))"
         );
-        assert!(plan.flush_many.contains("s.\"id\" OPERATOR(\"pg_catalog\".=) ANY ($1)"));
+        assert!(plan.sql(Statement::FlushMany).unwrap().contains("s.\"id\" OPERATOR(\"pg_catalog\".=) ANY ($1)"));
         assert_eq!(plan.key_types, vec![20]);
         // re-syncs of a key range, with optional bounds
         assert_eq!(
-            plan.keys_range_after.as_deref(),
+            plan.sql(Statement::KeysRangeAfter),
             Some(
                 "SELECT s.\"id\" FROM \"public\".\"users\" AS s WHERE s.\"id\" OPERATOR(\"pg_catalog\".>) $2 \
                  AND ($3 IS NULL OR s.\"id\" OPERATOR(\"pg_catalog\".<=) $3) ORDER BY s.\"id\" LIMIT $1"
             )
         );
-        assert!(plan.keys_range_first.unwrap().contains("($2 IS NULL OR s.\"id\" OPERATOR(\"pg_catalog\".>=) $2)"));
+        assert!(plan
+            .sql(Statement::KeysRangeFirst)
+            .unwrap()
+            .contains("($2 IS NULL OR s.\"id\" OPERATOR(\"pg_catalog\".>=) $2)"));
         // one row from parameters: key, then copied value
         assert_eq!(
-            plan.flush_row,
+            plan.sql(Statement::FlushRow).unwrap(),
             "UPDATE \"public\".\"lost_pets\" SET \"contact_phone\" = $2\n\
              WHERE \"public\".\"lost_pets\".\"owner_id\" OPERATOR(\"pg_catalog\".=) $1\n  \
              AND (((\"public\".\"lost_pets\".\"contact_phone\" OPERATOR(\"pg_catalog\".=) $2) IS NOT TRUE AND (\"public\".\"lost_pets\".\"contact_phone\" IS NOT NULL OR $2 IS NOT NULL)))"
         );
         assert_eq!(plan.row_types, vec![20, 25]);
-        assert!(plan.conflicts_row.is_none());
+        assert!(plan.sql(Statement::ConflictsRow).is_none());
     }
 
     #[test]
@@ -972,10 +941,26 @@ mod tests {
         cat.insert("x.t".into(), Ok(tbl("x", "select", &[("owner Id", "bigint"), ("phone", "text")], &[])));
         let text = rule_toml("r", "\\\"Clinic\\\".\\\"Owners\\\"", "x.t", "\"owner Id\" = \"Id\"", "phone = 'Ph\"one'");
         let (_, plan) = planned(&text, &cat);
-        assert!(plan.flush_one.contains("UPDATE \"x\".\"select\" SET \"phone\""), "{}", plan.flush_one);
-        assert!(plan.flush_one.contains("s.\"Ph\"\"one\""), "{}", plan.flush_one);
-        assert!(plan.flush_one.contains("FROM \"Clinic\".\"Owners\" AS s"), "{}", plan.flush_one);
-        assert!(plan.flush_one.contains("\"x\".\"select\".\"owner Id\""), "{}", plan.flush_one);
+        assert!(
+            plan.sql(Statement::FlushOne).unwrap().contains("UPDATE \"x\".\"select\" SET \"phone\""),
+            "{}",
+            plan.sql(Statement::FlushOne).unwrap()
+        );
+        assert!(
+            plan.sql(Statement::FlushOne).unwrap().contains("s.\"Ph\"\"one\""),
+            "{}",
+            plan.sql(Statement::FlushOne).unwrap()
+        );
+        assert!(
+            plan.sql(Statement::FlushOne).unwrap().contains("FROM \"Clinic\".\"Owners\" AS s"),
+            "{}",
+            plan.sql(Statement::FlushOne).unwrap()
+        );
+        assert!(
+            plan.sql(Statement::FlushOne).unwrap().contains("\"x\".\"select\".\"owner Id\""),
+            "{}",
+            plan.sql(Statement::FlushOne).unwrap()
+        );
     }
 
     #[test]
@@ -988,21 +973,22 @@ mod tests {
         cat.insert("a.dst".into(), Ok(tbl("a", "dst", &[("r1", "bigint"), ("r2", "text"), ("v", "text")], &[])));
         let (_, plan) = planned(&rule_toml("r", "a.src", "a.dst", "r1 = \"k1\", r2 = \"k2\"", "v = \"v\""), &cat);
         assert!(
-            plan.flush_many.contains("FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(u1, u2), \"a\".\"src\" AS s WHERE s.\"k1\" OPERATOR(\"pg_catalog\".=) u.u1 AND s.\"k2\" OPERATOR(\"pg_catalog\".=) u.u2)"),
+            plan.sql(Statement::FlushMany).unwrap().contains("FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(u1, u2), \"a\".\"src\" AS s WHERE s.\"k1\" OPERATOR(\"pg_catalog\".=) u.u1 AND s.\"k2\" OPERATOR(\"pg_catalog\".=) u.u2)"),
             "{}",
-            plan.flush_many
+            plan.sql(Statement::FlushMany).unwrap()
         );
         assert!(plan
-            .flush_one
+            .sql(Statement::FlushOne)
+            .unwrap()
             .contains("s.\"k1\" OPERATOR(\"pg_catalog\".=) $1 AND s.\"k2\" OPERATOR(\"pg_catalog\".=) $2"));
         assert_eq!(
-            plan.keys_after,
+            plan.sql(Statement::KeysAfter).unwrap(),
             "SELECT s.\"k1\", s.\"k2\" FROM \"a\".\"src\" AS s WHERE (s.\"k1\" OPERATOR(\"pg_catalog\".>) $2) OR (s.\"k1\" OPERATOR(\"pg_catalog\".=) $2 AND s.\"k2\" OPERATOR(\"pg_catalog\".>) $3) ORDER BY s.\"k1\", s.\"k2\" LIMIT $1"
         );
         assert_eq!(plan.key_types, vec![20, 25]);
         // key ranges need a single-column key
-        assert!(plan.keys_range_first.is_none() && plan.keys_range_after.is_none());
-        assert_eq!(plan.keys_count, "SELECT pg_catalog.count(*) FROM \"a\".\"src\"");
+        assert!(plan.sql(Statement::KeysRangeFirst).is_none() && plan.sql(Statement::KeysRangeAfter).is_none());
+        assert_eq!(plan.sql(Statement::KeysCount).unwrap(), "SELECT pg_catalog.count(*) FROM \"a\".\"src\"");
     }
 
     #[test]
@@ -1011,8 +997,12 @@ mod tests {
             + "where = \"status = 'lost' -- only open cases\"\n";
         // the `where` line lands after `set`, still inside the [[rule]] table
         let (_, plan) = planned(&text, &tailtracker());
-        assert!(plan.flush_one.ends_with("AND (\nstatus = 'lost' -- only open cases\n)"), "{}", plan.flush_one);
-        assert!(plan.fill_lookup.contains(
+        assert!(
+            plan.sql(Statement::FlushOne).unwrap().ends_with("AND (\nstatus = 'lost' -- only open cases\n)"),
+            "{}",
+            plan.sql(Statement::FlushOne).unwrap()
+        );
+        assert!(plan.sql(Statement::FillLookup).unwrap().contains(
             "EXISTS (SELECT FROM (SELECT ($2).*) AS \"lost_pets\" WHERE (\nstatus = 'lost' -- only open cases\n))"
         ));
     }
@@ -1067,21 +1057,21 @@ mod tests {
         };
         let plan = p.plan();
         assert_eq!(
-            plan.flush_one,
+            plan.sql(Statement::FlushOne).unwrap(),
             "INSERT INTO \"public\".\"pet_measurements\" (\"pet_id\", \"weight_kg\", \"measured_at\")\n\
              SELECT \"pets\".\"id\", \"pets\".\"weight_kg\", (\nnow()\n)\n\
              FROM \"public\".\"pets\" AS \"pets\" WHERE \"pets\".\"id\" OPERATOR(\"pg_catalog\".=) $1"
         );
         // one changed row: from its values, every column of the source under the source's name
         assert!(
-            plan.flush_row.ends_with(
+            plan.sql(Statement::FlushRow).unwrap().ends_with(
                 "FROM (SELECT $1, $2, $3, $4) AS \"pets\"(\"id\", \"name\", \"weight_kg\", \"weight_at\") WHERE TRUE"
             ),
             "{}",
-            plan.flush_row
+            plan.sql(Statement::FlushRow).unwrap()
         );
         assert_eq!(plan.row_types.len(), 4);
-        assert!(plan.check.is_empty() && plan.reverse_one.is_none());
+        assert!(plan.sql(Statement::Check).is_none() && plan.sql(Statement::ReverseOne).is_none());
         let t = p.triggers();
         // watches weight_kg only; no insert triggers (on_insert = false), nothing on the target
         assert_eq!(t.len(), 2, "{t:?}");
@@ -1101,18 +1091,25 @@ mod tests {
         let plan = p.plan();
         // forward: only the newest record of the pet, and only if the pet's weight is not older
         assert!(plan
-            .flush_one
+            .sql(Statement::FlushOne)
+            .unwrap()
             .contains("NOT EXISTS (SELECT FROM \"public\".\"health_records\" AS \"data_sync$newer\""));
-        assert!(plan.flush_one.contains("((\"data_sync$src\".\"data_sync$ts\" OPERATOR(\"pg_catalog\".<) \"public\".\"health_records\".\"recorded_at\") IS NOT TRUE)"), "{}", plan.flush_one);
+        assert!(plan.sql(Statement::FlushOne).unwrap().contains("((\"data_sync$src\".\"data_sync$ts\" OPERATOR(\"pg_catalog\".<) \"public\".\"health_records\".\"recorded_at\") IS NOT TRUE)"), "{}", plan.sql(Statement::FlushOne).unwrap());
         // recorded_at orders the history: the forward way does not overwrite it
-        assert!(!plan.flush_one.contains("SET \"weight\" = \"data_sync$src\".\"data_sync$v1\", \"recorded_at\""));
-        assert!(plan.conflicts_one.as_deref().unwrap().starts_with("SELECT pg_catalog.count(*)"));
+        assert!(!plan
+            .sql(Statement::FlushOne)
+            .unwrap()
+            .contains("SET \"weight\" = \"data_sync$src\".\"data_sync$v1\", \"recorded_at\""));
+        assert!(plan.sql(Statement::ConflictsOne).unwrap().starts_with("SELECT pg_catalog.count(*)"));
         // back: pets takes the newest record's weight and its timestamp
-        let back = plan.reverse_one.as_deref().unwrap();
+        let back = plan.sql(Statement::ReverseOne).unwrap();
         assert!(back.starts_with("UPDATE \"public\".\"pets\" SET \"weight_kg\" = \"data_sync$src\".\"data_sync$v1\", \"weight_at\" = \"data_sync$src\".\"data_sync$ts\""), "{back}");
         assert!(back.contains("FROM \"public\".\"health_records\" AS \"health_records\" WHERE \"health_records\".\"pet_id\" OPERATOR(\"pg_catalog\".=) $1"), "{back}");
-        assert!(plan.fill_lookup.ends_with("FOR SHARE OF s"));
-        assert!(plan.fill_lookup.contains("(\"data_sync$newer\".ctid OPERATOR(pg_catalog.=) $3) IS NOT TRUE"));
+        assert!(plan.sql(Statement::FillLookup).unwrap().ends_with("FOR SHARE OF s"));
+        assert!(plan
+            .sql(Statement::FillLookup)
+            .unwrap()
+            .contains("(\"data_sync$newer\".ctid OPERATOR(pg_catalog.=) $3) IS NOT TRUE"));
         let t = p.triggers();
         assert_eq!(t.len(), 7);
         assert!(t[2].contains("BEFORE INSERT ON \"public\".\"health_records\""), "{}", t[2]);

@@ -13,7 +13,7 @@ pub const MAX_RULE_NAME: usize = 48;
 /// Longest entity name: the generated function `sync_all_<entity>_data` must fit in 63 bytes.
 pub const MAX_ENTITY_NAME: usize = 48;
 /// Most rules (and entities) in one document: far beyond any real set (each rule installs up
-/// to 12 triggers), and it bounds the cycle check, quadratic in the rules sharing a table.
+/// to 7 triggers, `plan::TRIGGER_SUFFIXES`), and it bounds the cycle check, quadratic in the rules sharing a table.
 pub const MAX_RULES: usize = 1000;
 
 /// The whole rules document.

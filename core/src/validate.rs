@@ -22,8 +22,8 @@ pub struct Rule {
     pub kind: RuleKind,
     pub source: TableName,
     pub target: TableName,
-    /// Copy: target match column = source key column. Empty for append rules.
-    pub keys: Vec<Pair>,
+    /// Copy: target match column = source key column (the `match` table). Empty for append rules.
+    pub matches: Vec<Pair>,
     /// target column = source column: copied (copy) or inserted (append) values.
     pub copies: Vec<Pair>,
     pub where_clause: Option<String>,
@@ -48,10 +48,37 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The spec this rule was validated from (as stored: tables by their resolved names).
+    pub fn spec(&self) -> RuleSpec {
+        let rule = self;
+        // (the inverse of `validate_rule`'s mapping: installed rules are compared as specs)
+        let map = |pairs: &[Pair]| pairs.iter().map(|p| (p.target.clone(), p.source.clone())).collect();
+        let append = rule.kind == RuleKind::Append;
+        RuleSpec {
+            name: rule.name.clone(),
+            kind: rule.kind,
+            source: rule.source.sql(),
+            target: rule.target.sql(),
+            match_columns: map(&rule.matches),
+            set: map(&rule.copies),
+            where_clause: rule.where_clause.clone(),
+            enabled: rule.enabled,
+            latest_by: rule.latest_by.clone(),
+            bidirectional: rule.bidirectional,
+            source_timestamp: rule.timestamps.as_ref().map(|t| t.0.clone()),
+            target_timestamp: rule.timestamps.as_ref().map(|t| t.1.clone()),
+            values: map(&rule.values),
+            watch: append.then(|| rule.watch.clone()),
+            on_insert: rule.on_insert,
+            mode: rule.mode,
+            fire_on_replica: rule.fire_on_replica,
+        }
+    }
+
     /// Source columns whose change must be propagated.
     pub fn watched_source_columns(&self) -> BTreeSet<&str> {
         match self.kind {
-            RuleKind::Copy => self.keys.iter().chain(&self.copies).map(|p| p.source.as_str()).collect(),
+            RuleKind::Copy => self.matches.iter().chain(&self.copies).map(|p| p.source.as_str()).collect(),
             RuleKind::Append => self.watch.iter().map(String::as_str).collect(),
         }
     }
@@ -71,9 +98,9 @@ impl Rule {
             name: self.name.clone(),
             source: self.target.clone(),
             target: self.source.clone(),
-            keys: swap(&self.keys),
+            matches: swap(&self.matches),
             copies: swap(&self.copies),
-            source_key: self.keys.iter().map(|p| p.target.clone()).collect(),
+            source_key: self.matches.iter().map(|p| p.target.clone()).collect(),
             bidirectional: false,
             ..self.clone()
         }
@@ -332,7 +359,7 @@ pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> 
         kind: spec.kind,
         source: source.name.clone(),
         target: target.name.clone(),
-        keys,
+        matches: keys,
         copies,
         where_clause,
         enabled: spec.enabled,
@@ -353,7 +380,7 @@ pub fn validate_rule(spec: &RuleSpec, catalog: &Catalog) -> Result<Rule, Error> 
 /// while a dump is restored they are missing for a while (constraints come after the data),
 /// and the planned statements do not depend on them.
 pub fn revalidate(installed: &Rule, spec: &RuleSpec, mut catalog: Catalog) -> Result<Rule, Error> {
-    let target_keys: Vec<String> = installed.keys.iter().map(|k| k.target.clone()).collect();
+    let target_keys: Vec<String> = installed.matches.iter().map(|k| k.target.clone()).collect();
     for (table, key) in [(&spec.source, installed.source_key.clone()), (&spec.target, target_keys)] {
         if let Some(Ok(info)) = catalog.get_mut(table) {
             if !key.is_empty() {
@@ -371,7 +398,7 @@ pub fn require_owner(label: &str, what: &str, info: &TableInfo) -> Result<(), Er
     if info.caller_owns {
         Ok(())
     } else {
-        Err(Error::new(format!("{label}: must be owner of {what} {}", info.name)))
+        Err(Error::privilege(format!("{label}: must be owner of {what} {}", info.name)))
     }
 }
 
@@ -450,7 +477,7 @@ pub fn check_overlaps(rules: &[Rule]) -> Result<(), Error> {
             if let Some((b, _)) = list[i + 1..].iter().find(|(_, b_appends)| !(*a_appends && *b_appends)) {
                 return Err(Error::new(format!(
                     "rules \"{a}\" and \"{b}\" both write {table}.{}: a column can be maintained by one rule only",
-                    crate::plan::ident(column)
+                    crate::sql::ident(column)
                 )));
             }
         }
@@ -481,7 +508,7 @@ pub fn check_cycles(rules: &[Rule]) -> Result<(), Error> {
         // an appended row is an INSERT into the target, which every rule on it sees
         let inserts = a.kind == RuleKind::Append;
         (a.target == b.source && (inserts || facts[j].1.iter().any(|c| written.contains(c))))
-            || (a.target == b.target && b.keys.iter().any(|k| written.contains(k.target.as_str())))
+            || (a.target == b.target && b.matches.iter().any(|k| written.contains(k.target.as_str())))
     };
     // A rule can only feed rules on its target table: those are its candidates, in rule order
     // (the order a scan of all rules would take, so the same cycle is reported).
@@ -547,6 +574,38 @@ pub fn check_cycles(rules: &[Rule]) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A whole rule set (and entities, when given), validated: every rule, the graph they form,
+/// every entity. A disabled rule kept exactly as installed is not validated again: a schema change
+/// may have disabled it, and it must not stand in the way of changes to other rules.
+pub fn validate_set(
+    specs: &[RuleSpec],
+    entity_specs: Option<&[EntitySpec]>,
+    installed: &[Rule],
+    catalog: &Catalog,
+) -> Result<(Vec<Rule>, Option<Vec<Entity>>), Error> {
+    let mut rules = Vec::with_capacity(specs.len());
+    for spec in specs {
+        match installed.iter().find(|r| !r.enabled && r.name == spec.name && r.spec() == *spec) {
+            Some(kept) => rules.push(kept.clone()),
+            None => rules.push(validate_rule(spec, catalog)?),
+        }
+    }
+    check_cycles(&rules)?;
+    let entities = match entity_specs {
+        Some(list) => Some(list.iter().map(|e| validate_entity(e, list, catalog)).collect::<Result<Vec<_>, _>>()?),
+        None => None,
+    };
+    Ok((rules, entities))
+}
+
+/// What installing `rules` over `installed` changes: the rules added or changed (`touched`), and
+/// the installed rules replaced or removed (`gone`).
+pub fn difference<'a>(rules: &'a [Rule], installed: &'a [Rule]) -> (Vec<&'a Rule>, Vec<&'a Rule>) {
+    let touched = rules.iter().filter(|r| !installed.contains(r)).collect();
+    let gone = installed.iter().filter(|r| !rules.contains(r)).collect();
+    (touched, gone)
 }
 
 #[cfg(test)]
@@ -632,7 +691,7 @@ target_timestamp = "recorded_at"
         let rules = validate_text(WEIGHT_RULES).unwrap();
         let history = &rules[0];
         assert_eq!(history.kind, RuleKind::Append);
-        assert!(history.keys.is_empty());
+        assert!(history.matches.is_empty());
         assert_eq!(history.source_key, vec!["id"]);
         // the key column is not watched: only a weight change appends
         assert_eq!(history.watch, vec!["weight_kg"]);
@@ -694,7 +753,7 @@ target_timestamp = "recorded_at"
     fn valid_rule_resolves() {
         let rules = validate_text(&phone_rule()).unwrap();
         assert_eq!(rules[0].source, TableName::new("public", "users"));
-        assert_eq!(rules[0].keys, vec![Pair { target: "owner_id".into(), source: "id".into() }]);
+        assert_eq!(rules[0].matches, vec![Pair { target: "owner_id".into(), source: "id".into() }]);
     }
 
     fn rejects(text: &str, needle: &str) {

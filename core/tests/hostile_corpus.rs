@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::load;
+use data_sync_core::plan::Statement;
 use data_sync_core::rules::parse_document;
 
 fn corpus(dir: &str) -> Vec<(PathBuf, String)> {
@@ -73,10 +74,16 @@ fn odd_but_valid_identifiers_are_accepted_and_quoted() {
             .plans
             .iter()
             .flat_map(|(plan, triggers)| {
-                [&plan.flush_one, &plan.flush_many, &plan.flush_row, &plan.fill_lookup, &plan.check]
-                    .into_iter()
-                    .map(String::as_str)
-                    .chain(triggers.iter().map(String::as_str))
+                [
+                    Statement::FlushOne,
+                    Statement::FlushMany,
+                    Statement::FlushRow,
+                    Statement::FillLookup,
+                    Statement::Check,
+                ]
+                .into_iter()
+                .filter_map(|s| plan.sql(s))
+                .chain(triggers.iter().map(String::as_str))
             })
             .collect();
         for needle in tagged(&text, "plan") {
@@ -101,7 +108,7 @@ fn predicates_pass_through_wrapped_for_the_server_to_judge() {
         for predicate in predicates {
             let (plan, _) = &accepted.plans[0];
             let wrapped = format!("(\n{predicate}\n)");
-            for sql in [&plan.flush_one, &plan.flush_many] {
+            for sql in [Statement::FlushOne, Statement::FlushMany].map(|s| plan.sql(s).unwrap()) {
                 assert!(sql.contains(&wrapped), "{name}: predicate not wrapped in {sql}");
                 // the predicate occurs only wrapped
                 assert_eq!(sql.matches(predicate.as_str()).count(), sql.matches(&wrapped).count(), "{name}: {sql}");

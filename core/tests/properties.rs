@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use data_sync_core::catalog::{Catalog, ColumnInfo, TableInfo, TableName};
-use data_sync_core::plan::{related_keys, Planner, RulePlan};
+use data_sync_core::plan::{related_keys, Planner, RulePlan, Statement};
 use data_sync_core::rules::{parse_document, RuleKind};
 use data_sync_core::validate::{check_cycles, revalidate, validate_rule, Pair, Rule};
 use data_sync_core::Error;
@@ -342,30 +342,7 @@ impl Scenario {
 }
 
 fn plan_statements(plan: &RulePlan) -> Vec<String> {
-    let always = [
-        &plan.flush_one,
-        &plan.flush_many,
-        &plan.flush_row,
-        &plan.fill_lookup,
-        &plan.check,
-        &plan.keys_first,
-        &plan.keys_after,
-        &plan.keys_count,
-        &plan.lock_one,
-        &plan.lock_many,
-    ];
-    let optional = [
-        &plan.conflicts_row,
-        &plan.keys_range_first,
-        &plan.keys_range_after,
-        &plan.conflicts_one,
-        &plan.conflicts_many,
-        &plan.reverse_one,
-        &plan.reverse_many,
-        &plan.reverse_conflicts_one,
-        &plan.reverse_conflicts_many,
-    ];
-    always.into_iter().cloned().chain(optional.into_iter().flatten().cloned()).filter(|s| !s.is_empty()).collect()
+    Statement::ALL.into_iter().filter_map(|s| plan.sql(s)).map(str::to_string).collect()
 }
 
 /// Plain names in the same byte order as the originals, so every sorted list of columns comes
@@ -857,7 +834,7 @@ fn reference_cycles(rules: &[Rule]) -> Result<(), String> {
         let written = a.written_target_columns();
         let inserts = a.kind == RuleKind::Append;
         (a.target == b.source && (inserts || b.watched_source_columns().iter().any(|c| written.contains(c))))
-            || (a.target == b.target && b.keys.iter().any(|k| written.contains(k.target.as_str())))
+            || (a.target == b.target && b.matches.iter().any(|k| written.contains(k.target.as_str())))
     };
     fn visit(
         i: usize,
@@ -997,7 +974,7 @@ proptest! {
         match common::load(&text) {
             Ok(accepted) => {
                 for ((plan, triggers), rule) in accepted.plans.iter().zip(&accepted.rules) {
-                    prop_assert!(plan.flush_one.contains(&rule.target.sql()), "{}", plan.flush_one);
+                    prop_assert!(plan.sql(Statement::FlushOne).unwrap().contains(&rule.target.sql()), "{:?}", plan.sql(Statement::FlushOne));
                     prop_assert!(!triggers.is_empty() || !rule.enabled || rule.kind == RuleKind::Append);
                 }
             }

@@ -1,4 +1,4 @@
-//! Stage 4: executing a rule's planned statements. Each rule gets a runtime (resolved tables,
+//! Executing a rule's planned statements. Each rule gets a runtime (resolved tables,
 //! attribute numbers, type facts, SPI plans prepared once and kept) cached per backend, and
 //! dropped when the relcache says one of its tables changed.
 
@@ -8,12 +8,13 @@ use std::ffi::CString;
 use std::rc::Rc;
 
 use data_sync_core::catalog::TableInfo;
-use data_sync_core::plan::{Planner, RulePlan};
+use data_sync_core::plan::{Planner, RulePlan, Statement};
 use data_sync_core::validate::Rule;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
 
-use crate::catalog;
+use crate::spi::{self, with_pinned_search_path, with_spi};
+use crate::{catalog, registry};
 
 /// Type facts for building arrays of key values and copying them.
 #[derive(Clone, Copy)]
@@ -86,7 +87,11 @@ pub struct RuleRuntime {
     /// the target, or `latest_by` picks one (rows tied for latest are rare; a conflict on a tied
     /// row may then go uncounted in the log, never unhandled).
     pub one_target_row_per_key: bool,
-    plans: RefCell<HashMap<String, Plan>>,
+    /// The rule's prepared statements, by `Statement`.
+    plans: RefCell<[Option<Plan>; Statement::COUNT]>,
+    /// Prepared statements run for the rule that are not its own (the queue's insert, an
+    /// entity's key look-up), by name.
+    other_plans: RefCell<HashMap<String, Plan>>,
 }
 
 /// Whether a statement with parameters of these types prepares without error.
@@ -144,7 +149,6 @@ pub fn register_callbacks() {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache_changed(_arg: Datum, relid: Oid) {
-    crate::log::forget_log_relation(relid);
     RELCACHE_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
     if relid == pg_sys::InvalidOid {
         ALL_STALE.with(|a| a.set(true));
@@ -161,7 +165,7 @@ pub fn invalidate_all() {
     ALL_STALE.with(|a| a.set(true));
 }
 
-fn apply_invalidations() {
+fn drop_stale_runtimes() {
     let all = ALL_STALE.with(|a| a.replace(false));
     let stale: Vec<Oid> = STALE.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if !all && stale.is_empty() {
@@ -188,14 +192,14 @@ fn apply_invalidations() {
 /// The runtime of an enabled rule, built on first use. `None` when the rule is gone or disabled
 /// (a trigger left behind by a concurrent change finds nothing to do).
 pub fn runtime(name: &str) -> Option<Rc<RuleRuntime>> {
-    apply_invalidations();
+    drop_stale_runtimes();
     if let Some(rt) = RUNTIMES.with(|r| r.borrow().get(name).cloned()) {
         return Some(rt);
     }
     // Catalog look-ups and planning under the pinned path: this may run inside a write, under
     // the writer's search_path, as another rule's target owner (a chain).
     let rt = with_pinned_search_path(|| {
-        let rule = catalog::installed_rule(name)?;
+        let rule = registry::installed_rule(name)?;
         if !rule.enabled {
             return None;
         }
@@ -214,8 +218,10 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
     // An append rule's one-row statement reads a derived table shaped like the source: `values`
     // or `where` that need the table itself (system columns, a function of the table's row type)
     // do not compile against it; such rules keep reading the row from the table.
-    if rule.kind == data_sync_core::rules::RuleKind::Append && !compiles(&plan.flush_row, &plan.row_types) {
-        plan.flush_row.clear();
+    if rule.kind == data_sync_core::rules::RuleKind::Append
+        && !plan.sql(Statement::FlushRow).is_some_and(|sql| compiles(sql, &plan.row_types))
+    {
+        plan.remove(Statement::FlushRow);
     }
     let fill_takes_row = planner.fill_takes_row();
     let type_facts = |types: &[u32]| -> Vec<KeyType> {
@@ -241,14 +247,14 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
     ];
     // append rules have no match keys and fill nothing
     let target_columns = [
-        rule.keys.iter().map(|p| p.target.clone()).collect(),
+        rule.matches.iter().map(|p| p.target.clone()).collect(),
         rule.copies.iter().map(|p| p.target.clone()).collect(),
         planner.refill_columns(),
     ];
     let by_table = |t: &TableInfo, c: &String| t.column(c).map(|c| c.attnum as i32);
     let source_layout = Rc::new(Layout::of(&source_columns, |c| by_table(&source, c))?);
     let target_layout = Rc::new(Layout::of(&target_columns, |c| by_table(&target, c))?);
-    let target_keys: Vec<&str> = rule.keys.iter().map(|p| p.target.as_str()).collect();
+    let target_keys: Vec<&str> = rule.matches.iter().map(|p| p.target.as_str()).collect();
     let one_target_row_per_key = rule.latest_by.is_some()
         || target.unique_keys.iter().any(|uk| !uk.is_empty() && uk.iter().all(|c| target_keys.contains(&c.as_str())));
     let owner = |oid: u32| catalog::owner_of(Oid::from(oid));
@@ -278,15 +284,14 @@ fn build(rule: Rule) -> Option<RuleRuntime> {
         row_types,
         pinned,
         one_target_row_per_key,
-        plans: RefCell::new(HashMap::new()),
+        plans: RefCell::new([const { None }; Statement::COUNT]),
+        other_plans: RefCell::new(HashMap::new()),
     })
 }
 
-/// The statements that write propagated values (see `RuleRuntime::execute`).
-const PROPAGATIONS: [&str; 5] = ["flush_one", "flush_many", "flush_row", "reverse_one", "reverse_many"];
-
 /// Key lock buckets per rule (see `RuleRuntime::lock_keys`).
 const KEY_BUCKETS: u32 = 256;
+
 /// `locktag_field4` of data_sync's advisory locks: SQL's advisory lock functions use 1 and 2, so
 /// these never meet an application's.
 const LOCK_SPACE: u16 = 0xD5;
@@ -397,28 +402,47 @@ impl RuleRuntime {
         unreachable!("ereport(ERROR) does not return")
     }
 
-    /// Runs a planned statement (prepared on first use) and returns the number of rows it
-    /// processed. Must be called inside an SPI connection.
-    /// `which` names the statement in the plan cache (and in errors).
-    pub fn execute(&self, which: &str, sql: &str, arg_types: &[Oid], args: &[Datum], nulls: &[bool]) -> u64 {
+    /// Runs one of the rule's planned statements (prepared on first use) and returns the number
+    /// of rows it processed. Must be called inside an SPI connection. The rule must have the
+    /// statement (see `RulePlan::sql`).
+    pub fn execute(&self, statement: Statement, arg_types: &[Oid], args: &[Datum], nulls: &[bool]) -> u64 {
+        let cached = self.plans.borrow()[statement as usize].as_ref().map(|p| p.0);
+        let plan = cached.unwrap_or_else(|| {
+            let sql = self.plan.sql(statement).expect("the rule has the statement it runs");
+            let plan = with_pinned_search_path(|| prepare(sql, arg_types));
+            self.plans.borrow_mut()[statement as usize] = Some(Plan(plan));
+            plan
+        });
         if self.pinned {
             // A rule's own expressions are re-analysed when the plan is revalidated under another
             // search_path; run them under the one they were checked under at load.
-            return with_pinned_search_path(|| self.execute_plan(which, sql, arg_types, args, nulls));
+            return with_pinned_search_path(|| {
+                self.execute_plan(plan, statement.name(), statement.on_latest_snapshot(), args, nulls)
+            });
         }
-        self.execute_plan(which, sql, arg_types, args, nulls)
+        self.execute_plan(plan, statement.name(), statement.on_latest_snapshot(), args, nulls)
     }
 
-    fn execute_plan(&self, which: &str, sql: &str, arg_types: &[Oid], args: &[Datum], nulls: &[bool]) -> u64 {
-        let cached = self.plans.borrow().get(which).map(|p| p.0);
+    /// Runs a statement for the rule that is not one of its own (prepared on first use, kept
+    /// under `which`), like `execute`.
+    pub fn execute_other(&self, which: &str, sql: &str, arg_types: &[Oid], args: &[Datum], nulls: &[bool]) -> u64 {
+        let cached = self.other_plans.borrow().get(which).map(|p| p.0);
         let plan = cached.unwrap_or_else(|| {
             let plan = with_pinned_search_path(|| prepare(sql, arg_types));
-            self.plans.borrow_mut().insert(which.to_string(), Plan(plan));
+            self.other_plans.borrow_mut().insert(which.to_string(), Plan(plan));
             plan
         });
+        if self.pinned {
+            return with_pinned_search_path(|| self.execute_plan(plan, which, false, args, nulls));
+        }
+        self.execute_plan(plan, which, false, args, nulls)
+    }
+
+    /// `latest`: see `Statement::on_latest_snapshot`.
+    fn execute_plan(&self, plan: pg_sys::SPIPlanPtr, which: &str, latest: bool, args: &[Datum], nulls: &[bool]) -> u64 {
         let nulls: Vec<std::ffi::c_char> = nulls.iter().map(|&n| if n { b'n' as _ } else { b' ' as _ }).collect();
         unsafe {
-            let rc = if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 && PROPAGATIONS.contains(&which) {
+            let rc = if latest && pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
                 // Under REPEATABLE READ the transaction's snapshot misses target rows that others
                 // committed since (a lost pet inserted, and filled from the old phone, while this
                 // transaction waited on the users row): the propagation would skip them and leave
@@ -511,59 +535,61 @@ impl RuleRuntime {
     /// one set-based statement (an INSERT for append rules). Returns the number of target rows
     /// changed.
     pub fn flush(&self, keys: &[Vec<Datum>]) -> u64 {
-        self.run_keyed(("flush_one", &self.plan.flush_one), ("flush_many", &self.plan.flush_many), keys)
+        self.run_keyed(Statement::FlushOne, Statement::FlushMany, keys)
     }
 
     /// Propagates one source row from its values (`row_attnums` of the row trigger's NEW
     /// tuple) instead of reading it again. Returns the number of target rows changed.
     pub fn flush_row(&self, row: &SourceRow) -> u64 {
         let types: Vec<Oid> = self.row_types.iter().map(|t| t.oid).collect();
-        self.execute("flush_row", &self.plan.flush_row, &types, &row.values, &row.nulls)
+        self.execute(Statement::FlushRow, &types, &row.values, &row.nulls)
     }
 
     pub fn conflicts_row(&self, row: &SourceRow) -> Option<u64> {
-        let sql = self.plan.conflicts_row.as_ref()?;
+        self.plan.sql(Statement::ConflictsRow)?;
         let types: Vec<Oid> = self.row_types.iter().map(|t| t.oid).collect();
-        if self.execute("conflicts_row", sql, &types, &row.values, &row.nulls) == 0 {
+        if self.execute(Statement::ConflictsRow, &types, &row.values, &row.nulls) == 0 {
             return Some(0);
         }
-        Some(unsafe { count_of_result() })
+        Some(unsafe { spi::count_of_result() })
     }
 
     /// Locks the source rows of these keys FOR SHARE (re-syncs, before `flush`).
     pub fn lock_sources(&self, keys: &[Vec<Datum>]) {
-        if !self.plan.lock_one.is_empty() {
-            self.run_keyed(("lock_one", &self.plan.lock_one), ("lock_many", &self.plan.lock_many), keys);
+        if self.plan.sql(Statement::LockOne).is_some() {
+            self.run_keyed(Statement::LockOne, Statement::LockMany, keys);
         }
     }
 
     /// Last-write-wins rules: how many target rows of these source rows are newer than the
     /// source and were left alone.
     pub fn conflicts(&self, keys: &[Vec<Datum>]) -> Option<u64> {
-        let (one, many) = (self.plan.conflicts_one.as_ref()?, self.plan.conflicts_many.as_ref()?);
-        Some(self.count_keyed(("conflicts_one", one), ("conflicts_many", many), keys))
+        self.plan.sql(Statement::ConflictsOne)?;
+        Some(self.count_keyed(Statement::ConflictsOne, Statement::ConflictsMany, keys))
     }
 
     /// Bidirectional rules: carries the maintained target rows of these match keys back to
     /// their source rows. Returns the number of source rows changed.
     pub fn flush_reverse(&self, keys: &[Vec<Datum>]) -> u64 {
-        let (Some(one), Some(many)) = (&self.plan.reverse_one, &self.plan.reverse_many) else { return 0 };
-        self.run_keyed(("reverse_one", one), ("reverse_many", many), keys)
+        if self.plan.sql(Statement::ReverseOne).is_none() {
+            return 0;
+        }
+        self.run_keyed(Statement::ReverseOne, Statement::ReverseMany, keys)
     }
 
     pub fn reverse_conflicts(&self, keys: &[Vec<Datum>]) -> Option<u64> {
-        let (one, many) = (self.plan.reverse_conflicts_one.as_ref()?, self.plan.reverse_conflicts_many.as_ref()?);
-        Some(self.count_keyed(("reverse_conflicts_one", one), ("reverse_conflicts_many", many), keys))
+        self.plan.sql(Statement::ReverseConflictsOne)?;
+        Some(self.count_keyed(Statement::ReverseConflictsOne, Statement::ReverseConflictsMany, keys))
     }
 
     /// Runs the one-key or the many-key (arrays) form of a statement.
-    fn run_keyed(&self, one: (&str, &str), many: (&str, &str), keys: &[Vec<Datum>]) -> u64 {
+    fn run_keyed(&self, one: Statement, many: Statement, keys: &[Vec<Datum>]) -> u64 {
         match keys.len() {
             0 => 0,
-            1 => self.execute(one.0, one.1, &self.key_scalar_types(), &keys[0], &vec![false; keys[0].len()]),
+            1 => self.execute(one, &self.key_scalar_types(), &keys[0], &vec![false; keys[0].len()]),
             _ => {
                 let arrays = self.key_arrays(keys);
-                self.execute(many.0, many.1, &self.key_array_types(), &arrays, &vec![false; arrays.len()])
+                self.execute(many, &self.key_array_types(), &arrays, &vec![false; arrays.len()])
             }
         }
     }
@@ -572,17 +598,17 @@ impl RuleRuntime {
     /// of their new match `keys` (one per row). Returns the number of target rows changed.
     pub fn refill(&self, keys: &[Vec<Datum>], tids: &[(pg_sys::ItemPointerData, Oid)]) -> u64 {
         let (types, args) = self.refill_args(keys, tids);
-        self.execute("refill", &self.plan.refill, &types, &args, &vec![false; args.len()])
+        self.execute(Statement::Refill, &types, &args, &vec![false; args.len()])
     }
 
     /// Last-write-wins rules: how many of those rows `refill` skipped as newer.
     pub fn refill_conflicts(&self, keys: &[Vec<Datum>], tids: &[(pg_sys::ItemPointerData, Oid)]) -> Option<u64> {
-        let sql = self.plan.refill_conflicts.as_ref()?;
+        self.plan.sql(Statement::RefillConflicts)?;
         let (types, args) = self.refill_args(keys, tids);
-        if self.execute("refill_conflicts", sql, &types, &args, &vec![false; args.len()]) == 0 {
+        if self.execute(Statement::RefillConflicts, &types, &args, &vec![false; args.len()]) == 0 {
             return Some(0);
         }
-        Some(unsafe { count_of_result() })
+        Some(unsafe { spi::count_of_result() })
     }
 
     /// One array per key column of the keys' values.
@@ -639,11 +665,11 @@ impl RuleRuntime {
     }
 
     /// Like `run_keyed` for a `SELECT count(*)`: returns the count.
-    fn count_keyed(&self, one: (&str, &str), many: (&str, &str), keys: &[Vec<Datum>]) -> u64 {
+    fn count_keyed(&self, one: Statement, many: Statement, keys: &[Vec<Datum>]) -> u64 {
         if keys.is_empty() || self.run_keyed(one, many, keys) == 0 {
             return 0;
         }
-        unsafe { count_of_result() }
+        unsafe { spi::count_of_result() }
     }
 
     /// Text form of one source key, for the log: `42`, or `(7,abc)` for composite keys.
@@ -655,7 +681,7 @@ impl RuleRuntime {
     /// fixed settings (`with_canonical_text`) so that a processor under other settings reads back
     /// the same values.
     pub fn keys_json(&self, keys: &[Vec<Datum>]) -> serde_json::Value {
-        with_canonical_text(|| keys.iter().map(|k| serde_json::Value::from(self.key_parts(k))).collect())
+        spi::with_canonical_text(|| keys.iter().map(|k| serde_json::Value::from(self.key_parts(k))).collect())
     }
 
     /// The inverse of `keys_json`: key values read back from their text form (queue items,
@@ -667,9 +693,9 @@ impl RuleRuntime {
     pub fn keys_from_text(&self, keys: &[&Vec<String>], reverse: bool, canonical: bool) -> Vec<Vec<Datum>> {
         let owner = if reverse { self.target_owner } else { self.source_owner };
         if canonical {
-            return with_canonical_text(|| as_role(owner, || self.parse_keys(keys)));
+            return spi::with_canonical_text(|| spi::as_role(owner, || self.parse_keys(keys)));
         }
-        as_role(owner, || self.parse_keys(keys))
+        spi::as_role(owner, || self.parse_keys(keys))
     }
 
     fn parse_keys(&self, keys: &[&Vec<String>]) -> Vec<Vec<Datum>> {
@@ -746,14 +772,6 @@ pub fn key_display(parts: &[String]) -> String {
     }
 }
 
-/// The count a `SELECT count(*)` just returned (in `SPI_tuptable`).
-pub unsafe fn count_of_result() -> u64 {
-    let table = pg_sys::SPI_tuptable;
-    let mut isnull = false;
-    let d = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);
-    i64::from_datum(d, isnull).unwrap_or(0) as u64
-}
-
 /// Moves each noted row version to the newest version of its row: another rule filling the same
 /// re-parented rows has updated them since they were noted (a new version, at another tid).
 pub fn follow_updates(tids: &mut [(pg_sys::ItemPointerData, Oid)]) {
@@ -819,90 +837,6 @@ fn prepare(sql: &str, arg_types: &[Oid]) -> pg_sys::SPIPlanPtr {
         pg_sys::SPI_keepplan(plan);
         plan
     }
-}
-
-/// Runs `f` as `role` in a restricted security context, the way foreign-key actions and
-/// REFRESH MATERIALIZED VIEW do: the writer needs no privileges on the target, and code that
-/// runs meanwhile (the target's own triggers) cannot change session state.
-pub fn as_role<T>(role: Oid, f: impl FnOnce() -> T) -> T {
-    let mut prev_user = pg_sys::InvalidOid;
-    let mut prev_context = 0;
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut prev_user, &mut prev_context);
-        pg_sys::SetUserIdAndSecContext(
-            role,
-            prev_context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
-        );
-    }
-    // On error the (sub)transaction abort restores user and context.
-    let result = f();
-    unsafe {
-        pg_sys::SetUserIdAndSecContext(prev_user, prev_context);
-    }
-    result
-}
-
-/// Runs `f` with `search_path` set to `pg_catalog, pg_temp`, as a function's `SET search_path`
-/// does: what data_sync resolves by name (catalog look-ups, a rule's own expressions) means what
-/// it meant when the rule was loaded, whatever the session's path. Restored on return; on error
-/// the (sub)transaction's abort restores it.
-pub fn with_pinned_search_path<T>(f: impl FnOnce() -> T) -> T {
-    with_settings(&[(c"search_path", c"pg_catalog, pg_temp")], f)
-}
-
-/// Settings under which values are written to and read from text for the queue: those that
-/// change how a value of some type is spelled (dates, intervals, floats, time zones, bytea,
-/// reg* names), fixed so that the text means the same value whoever reads it back.
-const CANONICAL_TEXT: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
-    (c"DateStyle", c"ISO, MDY"),
-    (c"IntervalStyle", c"postgres"),
-    (c"extra_float_digits", c"3"),
-    (c"TimeZone", c"UTC"),
-    (c"bytea_output", c"hex"),
-    (c"search_path", c"pg_catalog, pg_temp"),
-];
-
-/// Runs `f` under `CANONICAL_TEXT`, restored afterwards (on error, by the abort).
-pub fn with_canonical_text<T>(f: impl FnOnce() -> T) -> T {
-    with_settings(&CANONICAL_TEXT, f)
-}
-
-/// Runs `f` with these settings, as a function's `SET` clauses do (a GUC nest level of its own),
-/// restored on return; on error the (sub)transaction's abort restores them.
-fn with_settings<T>(settings: &[(&std::ffi::CStr, &std::ffi::CStr)], f: impl FnOnce() -> T) -> T {
-    let level = unsafe {
-        let level = pg_sys::NewGUCNestLevel();
-        for (name, value) in settings {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
-        level
-    };
-    let result = f();
-    unsafe { pg_sys::AtEOXact_GUC(true, level) };
-    result
-}
-
-/// Runs `f` inside an SPI connection (nested connections are fine in triggers).
-pub fn with_spi<T>(f: impl FnOnce() -> T) -> T {
-    unsafe {
-        if pg_sys::SPI_connect() < 0 {
-            error!("data_sync: SPI_connect failed");
-        }
-    }
-    let result = f();
-    unsafe {
-        pg_sys::SPI_finish();
-    }
-    result
 }
 
 /// Runs `f`, re-raising any error with the rule and the target named (SQLSTATE, detail and
