@@ -1,25 +1,32 @@
-# data_sync developer tasks. Everything runs as root on Debian with PostgreSQL 15;
-# the scratch clusters run as the postgres OS user (see scripts/pgcluster.sh).
+# data_sync developer tasks. Everything runs as root on Debian; the scratch clusters run as the
+# postgres OS user (see scripts/pgcluster.sh). PG=15|16|17|18 (default 15) selects the PostgreSQL
+# major for every target (`PG=18 make test`), or PG_CONFIG=/path/to/pg_config; scripts/pgenv.sh
+# says where each major is, scripts/install-deps.sh (make deps) obtains it.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
 # cargo may not be on PATH (fresh shell, CI, sudo).
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PG ?= 15
+PG_CONFIG ?= $(shell PG=$(PG) bash -c 'source scripts/pgenv.sh && echo $$PG_CONFIG')
+export PG PG_CONFIG
+# (evaluated when used, so after `deps` has obtained the major)
+PG_MAJOR = $(shell PG_CONFIG=$(PG_CONFIG) scripts/pgenv.sh PG_MAJOR)
+PG_FEATURES = --no-default-features --features pg$(PG_MAJOR)
 DATA_SYNC_DEMO_DIR ?= /tmp/data_sync_demo
-PGRX_TEST_DIR ?= /tmp/data_sync_pgrx
+PGRX_TEST_DIR ?= /tmp/data_sync_pgrx$(PG_MAJOR)
 
-.PHONY: deps install demo demo-stop unit pgrx-test regress upgrade-test isolation tap test bench fmt-check clippy
+.PHONY: deps install demo demo-stop unit pgrx-test regress upgrade-test isolation tap test bench fmt-check clippy upgrade-major-test
 
 deps:
 	scripts/install-deps.sh
 
-# Build and copy the extension into the system PostgreSQL 15 (needs root).
+# Build and copy the extension into the selected PostgreSQL install (needs root).
 # pgrx installs the current version's script and the upgrade scripts (sql/data_sync--A--B.sql);
 # the earlier releases' install scripts (sql/data_sync--A.sql) are copied here.
 install: deps
-	cargo pgrx install --pg-config $(PG_CONFIG)
+	cargo pgrx install $(PG_FEATURES) --pg-config $(PG_CONFIG)
 	install -m 644 sql/data_sync--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 demo: install
@@ -37,7 +44,7 @@ unit:
 # directory postgres owns.
 pgrx-test: deps
 	mkdir -p $(PGRX_TEST_DIR) && chown postgres: $(PGRX_TEST_DIR)
-	cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DIR)/data
+	cargo pgrx test pg$(PG_MAJOR) --runas postgres --pgdata $(PGRX_TEST_DIR)/data
 
 regress: install
 	scripts/regress.sh
@@ -53,6 +60,15 @@ isolation: install
 # Perl TAP tests (PostgreSQL::Test::Cluster): dump/restore and other multi-cluster scenarios.
 tap: install
 	scripts/tap.sh
+
+# A database moved between PostgreSQL majors by pg_dump/pg_restore and pg_upgrade
+# (tests/tap/cross): PG_FROM (15) to PG_TO (18), both obtained first (PG=N make deps).
+PG_FROM ?= 15
+PG_TO ?= 18
+upgrade-major-test:
+	PG=$(PG_FROM) $(MAKE) deps
+	PG=$(PG_TO) $(MAKE) deps
+	PG_FROM=$(PG_FROM) PG_TO=$(PG_TO) scripts/upgrade-major.sh
 
 # Sequential on purpose (also under make -j): cheapest first, stop on first failure.
 test:
@@ -95,11 +111,12 @@ difftest: install
 BENCH_PROFILE ?= quick
 bench: deps
 	apt-get install -y -q gnuplot-nox valgrind python3-venv >/dev/null
-	cargo pgrx install --release --pg-config $(PG_CONFIG)
+	cargo pgrx install --release $(PG_FEATURES) --pg-config $(PG_CONFIG)
+	install -m 644 sql/data_sync--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 	python3 bench/run.py --profile $(BENCH_PROFILE) $(BENCH_ARGS)
 
 fmt-check:
 	cargo fmt --all -- --check
 
 clippy: deps
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets $(PG_FEATURES) -- -D warnings

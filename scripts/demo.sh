@@ -9,7 +9,8 @@ DIR=${DATA_SYNC_DEMO_DIR:-/tmp/data_sync_demo}
 PORT=${DATA_SYNC_DEMO_PORT:-5497}
 SOCK=$DIR/sock
 DB=tailtracker
-PSQL_BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}/psql
+source "$ROOT/scripts/pgenv.sh"
+PSQL_BIN=$PG_BINDIR/psql
 
 "$ROOT/scripts/pgcluster.sh" start "$DIR" "$PORT"
 

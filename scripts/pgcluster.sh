@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Manage a throw-away PostgreSQL 15 cluster for the demo and the regression tests.
+# Manage a throw-away PostgreSQL cluster for the demo and the tests (the major: scripts/pgenv.sh).
 #
 #   pgcluster.sh start  DIR PORT   create (if needed) and start; no-op if running
 #   pgcluster.sh stop   DIR        fast shutdown; no-op if stopped
@@ -9,7 +9,9 @@
 # The server must run as the `postgres` OS user: PostgreSQL refuses to run as root.
 set -euo pipefail
 
-PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
+if [[ -z ${PG_BINDIR:-} ]]; then
+    source "$(dirname "${BASH_SOURCE[0]}")/pgenv.sh"
+fi
 PG_OS_USER=${PG_OS_USER:-postgres}
 
 usage() {
@@ -51,6 +53,12 @@ case $cmd in
 start)
     PORT=${3:-}
     [[ $PORT =~ ^[0-9]+$ ]] || usage
+    # A cluster another PostgreSQL major made here (PG=… changed) is replaced.
+    major=$("$PG_BINDIR/postgres" --version | sed -E 's/^[^0-9]*([0-9]+).*/\1/')
+    if [[ -f $DATA/PG_VERSION && $(cat "$DATA/PG_VERSION") != "$major" ]]; then
+        as_pg "$PG_BINDIR/pg_ctl" stop -D "$DATA" -m immediate -s >/dev/null 2>&1 || true
+        as_root rm -rf "$DATA"
+    fi
     if is_running; then
         exit 0
     fi

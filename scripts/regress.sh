@@ -14,8 +14,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
-PGXS_TEST=/usr/lib/postgresql/15/lib/pgxs/src/test
+source "$ROOT/scripts/pgenv.sh"
 SUITE=${DATA_SYNC_SUITE:-regress}
 case $SUITE in
     regress)
@@ -42,7 +41,7 @@ OUT=$DIR/out                      # results/, regression.diffs, regression.out
 DB=data_sync_$SUITE
 
 if [[ ! -x $RUNNER ]]; then
-    echo "$SUITE: $RUNNER not found (install postgresql-server-dev-15)" >&2
+    echo "$SUITE: $RUNNER not found (run: PG=$PG_MAJOR make deps)" >&2
     exit 1
 fi
 

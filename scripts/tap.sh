@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the Perl TAP tests in tests/tap/t (PostgreSQL::Test::Cluster from postgresql-server-dev-15).
+# Run the Perl TAP tests in tests/tap/t (PostgreSQL::Test::Cluster of the selected major, see
+# scripts/pgenv.sh).
 #   scripts/tap.sh                       every test
 #   scripts/tap.sh 001_dump_restore.pl   one test
 # Needs the extension installed first (`make tap` does `cargo pgrx install`). The clusters run as
@@ -9,8 +10,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${DATA_SYNC_TAP_DIR:-/tmp/data_sync_tap}
-PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
-PERL_LIB=${PG_TAP_PERL_LIB:-/usr/lib/postgresql/15/lib/pgxs/src/test/perl}
+source "$ROOT/scripts/pgenv.sh"
+PERL_LIB=$PG_TAP_PERL_LIB
 
 rm -rf "$DIR"
 mkdir -p "$DIR"
@@ -23,9 +24,12 @@ else
 fi
 
 cd "$DIR"
+if ((PG_HAS_AMCHECK == 0)); then
+    echo "tap: 003_crash.pl's index consistency checks are skipped: amcheck is not installed in PostgreSQL $PG_MAJOR"
+fi
 status=0
 runuser -u postgres -- env PATH="$PG_BINDIR:$PATH" PERL5LIB="$PERL_LIB" TESTDIR="$DIR" \
-    PG_REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+    PG_REGRESS="$PGXS_TEST/regress/pg_regress" PG_HAS_AMCHECK="$PG_HAS_AMCHECK" \
     DATA_SYNC_ROOT="$ROOT" prove --timer "${tests[@]}" || status=$?
 if ((status != 0)); then
     echo "tap: FAILED; server and test logs under $DIR/tmp_check/log" >&2

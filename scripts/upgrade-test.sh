@@ -14,8 +14,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-PG_BINDIR=$("$PG_CONFIG" --bindir)
+source "$ROOT/scripts/pgenv.sh"
 EXTDIR=$("$PG_CONFIG" --sharedir)/extension
 DIR=${DATA_SYNC_UPGRADE_DIR:-/tmp/data_sync_upgrade}
 PORT=${DATA_SYNC_UPGRADE_PORT:-5494}

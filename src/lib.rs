@@ -12,8 +12,8 @@
 //! - `runtime`: a rule's cached plans, layouts and statement execution;
 //! - `registry` (data_sync's own tables of rules and entities) and `catalog` (facts about the
 //!   server's tables, and data_sync's triggers on them);
-//! - `spi`, `subxact`, `error`: running SQL as a role under pinned settings, catching errors,
-//!   raising them.
+//! - `spi`, `subxact`, `error`, `compat`: running SQL as a role under pinned settings, catching
+//!   errors, raising them; the server API that differs between PostgreSQL majors.
 //!
 //! Nobody gains rights through a rule: code a role controls (a rule's expressions, its tables'
 //! types, operators, policies, triggers, defaults) runs as that role or not at all, under a pinned
@@ -24,6 +24,7 @@
 use pgrx::prelude::*;
 
 mod catalog;
+mod compat;
 mod ddl;
 mod error;
 mod install;

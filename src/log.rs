@@ -1,6 +1,7 @@
 //! The sync log. One row per rule per propagating statement (never per row), written
 //! as the log table's owner so that writers need no privileges on it.
 
+use crate::compat;
 use crate::runtime::RuleRuntime;
 use data_sync_core::operation::Operation;
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -202,7 +203,7 @@ unsafe fn log_relation(rel: pg_sys::Relation) -> LogRelation {
     let desc = (*rel).rd_att;
     let names: Vec<Option<String>> = (0..(*desc).natts as usize)
         .map(|i| {
-            let att = (*desc).attrs.as_ptr().add(i);
+            let att = compat::attribute(desc, i);
             (!(*att).attisdropped)
                 .then(|| std::ffi::CStr::from_ptr((*att).attname.data.as_ptr()).to_string_lossy().into_owned())
         })
@@ -218,10 +219,23 @@ unsafe fn log_relation(rel: pg_sys::Relation) -> LogRelation {
     let pkey = pg_sys::get_relname_relid(c"sync_log_pkey".as_ptr(), namespace);
     let failed = pg_sys::get_relname_relid(c"sync_log_failed_idx".as_ptr(), namespace);
     let heap = (*(*rel).rd_rel).relam == pg_sys::HEAP_TABLE_AM_OID;
-    let direct_indexes = (heap && indexes.len() == 2 && indexes.contains(&pkey) && indexes.contains(&failed))
-        .then_some([(pkey, std::ptr::null_mut()), (failed, std::ptr::null_mut())]);
-    let found =
-        LogRelation { relid, sequence: pg_sys::getIdentitySequence(relid, 1, false), positions, direct_indexes };
+    // Only B-trees: their insert keeps no per-statement state (from PostgreSQL 17 on, an index
+    // method may want `index_insert_cleanup` after its inserts; a B-tree has no cleanup), so
+    // the direct path is the same on every major. Any other shape goes through the executor.
+    let btree = |index: Oid| {
+        let index_rel = pg_sys::index_open(index, pg_sys::AccessShareLock as i32);
+        let btree = (*(*index_rel).rd_rel).relam == pg_sys::BTREE_AM_OID;
+        pg_sys::index_close(index_rel, pg_sys::AccessShareLock as i32);
+        btree
+    };
+    let direct_indexes = (heap
+        && indexes.len() == 2
+        && indexes.contains(&pkey)
+        && indexes.contains(&failed)
+        && btree(pkey)
+        && btree(failed))
+    .then_some([(pkey, std::ptr::null_mut()), (failed, std::ptr::null_mut())]);
+    let found = LogRelation { relid, sequence: compat::identity_sequence(rel, 1), positions, direct_indexes };
     LOG_RELATION.with(|c| *c.borrow_mut() = Some(found.clone()));
     found
 }
@@ -293,7 +307,7 @@ unsafe fn insert_row(values: [Option<Datum>; 12], failed: bool) {
     let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
     pg_sys::ExecStoreHeapTuple(tuple, slot, false);
     pg_sys::simple_table_tuple_insert(rel, slot);
-    pg_sys::ExecInsertIndexTuples(result_rel, slot, estate, false, false, std::ptr::null_mut(), std::ptr::null_mut());
+    compat::insert_index_tuples(result_rel, slot, estate);
     pg_sys::ExecDropSingleTupleTableSlot(slot);
     pg_sys::ExecCloseIndices(result_rel);
     pg_sys::FreeExecutorState(estate);

@@ -22,7 +22,7 @@ use data_sync_core::rules::SyncMode;
 
 use crate::propagate::{self, Rows};
 use crate::runtime::{self, Layout, RuleRuntime, Side, SourceRow};
-use crate::{log, spi};
+use crate::{compat, log, spi};
 
 /// A re-parented target row: its new match key, its tid and table (see `Rows::Moved`).
 type MovedRow = (Vec<Datum>, (pg_sys::ItemPointerData, pg_sys::Oid));
@@ -166,7 +166,7 @@ fn update_changed_nothing(trigger: &PgTrigger<'_>, attnums: &[i32]) -> bool {
     unsafe {
         let desc = (*data.tg_relation).rd_att;
         attnums.iter().all(|&a| {
-            let att = (*desc).attrs.as_ptr().add((a - 1) as usize);
+            let att = compat::attribute(desc, (a - 1) as usize);
             let (mut old_null, mut new_null) = (false, false);
             let old = pg_sys::heap_getattr(data.tg_trigtuple, a, desc, &mut old_null);
             let new = pg_sys::heap_getattr(data.tg_newtuple, a, desc, &mut new_null);
