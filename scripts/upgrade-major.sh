@@ -9,9 +9,12 @@ PG_FROM=${PG_FROM:-15}
 PG_TO=${PG_TO:-18}
 DIR=${DATA_SYNC_UPGRADE_MAJOR_DIR:-/tmp/data_sync_upgrade_major}
 
-for major in "$PG_FROM" "$PG_TO"; do
-    (unset PG_CONFIG; PG=$major make -s -C "$ROOT" install >/dev/null)
-done
+# (DATA_SYNC_NO_INSTALL=1: both are installed already, e.g. while another test uses one of them)
+if [[ -z ${DATA_SYNC_NO_INSTALL:-} ]]; then
+    for major in "$PG_FROM" "$PG_TO"; do
+        (unset PG_CONFIG; PG=$major make -s -C "$ROOT" install >/dev/null)
+    done
+fi
 old_config=$(unset PG_CONFIG; PG=$PG_FROM "$ROOT/scripts/pgenv.sh" PG_CONFIG)
 OLD_INSTALL=$(dirname "$("$old_config" --bindir)")
 unset PG_CONFIG PG_BINDIR
