@@ -13,7 +13,14 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/scripts/pgenv.sh"
-VENDOR=${DATA_SYNC_VENDOR:-$ROOT/../shared/vendor}
+# the vendored sources (read-only; copied out, never edited): beside the clone, or this workplace's
+VENDOR=${DATA_SYNC_VENDOR:-}
+if [[ -z $VENDOR ]]; then
+    for candidate in "$ROOT/../shared/vendor" /work/shared/vendor; do
+        [[ -d $candidate ]] && { VENDOR=$candidate; break; }
+    done
+fi
+VENDOR=${VENDOR:-$ROOT/../shared/vendor}
 CARGO_PGRX_VERSION=0.18.0
 # PostgreSQL 15 + headers (pgrx bindgen), pgTAP, clang for bindgen, sudo for
 # `cargo pgrx test --runas postgres`. The C toolchain, pkg-config and OpenSSL
