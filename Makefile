@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 PG ?= 15
-PG_CONFIG ?= $(shell PG=$(PG) bash -c 'source scripts/pgenv.sh && echo $$PG_CONFIG')
+PG_CONFIG ?= $(shell PG=$(PG) DATA_SYNC_PGENV_QUIET=1 bash -c 'source scripts/pgenv.sh && echo $$PG_CONFIG')
 export PG PG_CONFIG
 # (evaluated when used, so after `deps` has obtained the major)
 PG_MAJOR = $(shell PG_CONFIG=$(PG_CONFIG) scripts/pgenv.sh PG_MAJOR)

@@ -12,7 +12,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-source "$ROOT/scripts/pgenv.sh"
+DATA_SYNC_PGENV_QUIET=1 source "$ROOT/scripts/pgenv.sh"
 # the vendored sources (read-only; copied out, never edited): beside the clone, or this workplace's
 VENDOR=${DATA_SYNC_VENDOR:-}
 if [[ -z $VENDOR ]]; then
@@ -134,7 +134,7 @@ case $PG_MAJOR in
         perl_modules 18 "$(vendored postgresql-18.6-test-perl.tar.gz $PG18_PERL_SHA)"
         ;;
 esac
-source "$ROOT/scripts/pgenv.sh"
+DATA_SYNC_PGENV_QUIET=1 source "$ROOT/scripts/pgenv.sh"
 
 # --- pgrx config ----------------------------------------------------------------
 # Point pgrx at each PostgreSQL this machine has instead of letting it download/build one.

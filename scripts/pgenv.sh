@@ -35,8 +35,10 @@ if [[ -z ${PG_CONFIG:-} ]]; then
     PG_CONFIG=$(pg_config_of_major "${PG:-15}")
 fi
 if [[ ! -x $PG_CONFIG ]]; then
-    # (not fatal: install-deps sources this before it has obtained the major)
+    # (not fatal here: install-deps sources this before it has obtained the major)
     PG_MAJOR=${PG:-15}
+    [[ -n ${DATA_SYNC_PGENV_QUIET:-} ]] ||
+        echo "pgenv: $PG_CONFIG not found: run \`PG=$PG_MAJOR make deps\` first" >&2
 else
     PG_MAJOR=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
     PG_BINDIR=$("$PG_CONFIG" --bindir)
