@@ -32,6 +32,9 @@ APT_PACKAGES=(
     build-essential pkg-config libssl-dev
     libipc-run-perl
 )
+if ((PG_MAJOR == 16 || PG_MAJOR == 17)); then
+    APT_PACKAGES+=(bzip2)
+fi
 if ((PG_MAJOR == 17)); then
     APT_PACKAGES+=(bison flex libicu-dev zlib1g-dev)
 fi
