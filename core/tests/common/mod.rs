@@ -1,5 +1,5 @@
 //! What the hostile-input tests share: a fake catalog and the pipeline `load_rules` runs
-//! (src/api.rs: parse, resolve every written table name, validate rules, cycles, entities,
+//! (src/install.rs: parse, resolve every written table name, validate rules, cycles, entities,
 //! ownership; then plan), minus the server.
 
 // Each test binary uses a different part of this module.
