@@ -15,8 +15,9 @@ use crate::runtime::{self, RuleRuntime, SourceRow};
 use crate::{log, spi};
 
 thread_local! {
-    /// The propagations under way in this backend, outermost first: (rule, reverse?).
-    static CHAIN: RefCell<Vec<(String, bool)>> = const { RefCell::new(Vec::new()) };
+    /// The propagations under way in this backend, outermost first: (rule, reverse?, trigger
+    /// depth when it began).
+    static CHAIN: RefCell<Vec<(String, bool, i32)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// At transaction end (see `triggers::transaction_ended`): an error may have left entries behind.
@@ -74,10 +75,25 @@ strict: the writing statement fails; async: propagations are queued and applied 
     );
 }
 
-/// Whether the given direction of a rule is propagating right now: its own writes must not
-/// be noted as changes in the other direction (the echo would be a no-op anyway).
-pub fn in_chain(rule: &str, reverse: bool) -> bool {
-    CHAIN.with(|c| c.borrow().iter().any(|(r, d)| r == rule && *d == reverse))
+/// `pg_trigger_depth()`: how many triggers are running, this one included.
+fn trigger_depth() -> i32 {
+    unsafe { pgrx::direct_function_call::<i32>(pg_sys::pg_trigger_depth, &[]) }.unwrap_or(0)
+}
+
+/// Whether a row trigger (the caller) fires for the given direction of a rule's own write: the
+/// rows the propagation writes are not changes to carry back the other way (the echo would be a
+/// no-op anyway). Only rows of the propagation's own statement are: their triggers fire one level
+/// below the one the propagation began at. A row the other table's own triggers write meanwhile
+/// (one level further down) is a change like any other, and flows back.
+pub fn is_echo(rule: &str, reverse: bool) -> bool {
+    CHAIN.with(|c| {
+        let c = c.borrow();
+        if !c.iter().any(|(r, d, _)| r == rule && *d == reverse) {
+            return false;
+        }
+        let depth = trigger_depth();
+        c.iter().any(|(r, d, at)| r == rule && *d == reverse && depth == at + 1)
+    })
 }
 
 /// Keeps a propagation on `CHAIN` while it runs (popped on unwind too).
@@ -87,7 +103,7 @@ impl ChainEntry {
     pub fn enter(rule: &str, reverse: bool) -> ChainEntry {
         let depth = CHAIN.with(|c| {
             let mut c = c.borrow_mut();
-            c.push((rule.to_string(), reverse));
+            c.push((rule.to_string(), reverse, trigger_depth()));
             c.len()
         });
         let max = MAX_DEPTH.get() as usize;
@@ -95,7 +111,7 @@ impl ChainEntry {
             let chain = CHAIN.with(|c| {
                 c.borrow()
                     .iter()
-                    .map(|(r, back)| if *back { format!("{r} (back)") } else { r.clone() })
+                    .map(|(r, back, _)| if *back { format!("{r} (back)") } else { r.clone() })
                     .collect::<Vec<_>>()
                     .join(" -> ")
             });

@@ -192,7 +192,7 @@ fn source_row_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
     let name = rule_name(trigger);
-    if propagate::in_chain(name, true) {
+    if propagate::is_echo(name, true) {
         return Ok(None); // the rule writing its own source back
     }
     let Some(rt) = runtime::runtime(name) else { return Ok(None) };
@@ -296,7 +296,7 @@ fn reverse_row_trigger<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, std::convert::Infallible> {
     let name = rule_name(trigger);
-    if propagate::in_chain(name, false) {
+    if propagate::is_echo(name, false) {
         return Ok(None); // the rule's own forward write
     }
     let Some(rt) = runtime::runtime(name) else { return Ok(None) };
