@@ -57,8 +57,10 @@ upgrade-test: install
 isolation: install
 	scripts/isolation.sh
 
-# Perl TAP tests (PostgreSQL::Test::Cluster): dump/restore and other multi-cluster scenarios.
+# Perl TAP tests (PostgreSQL::Test::Cluster): dump/restore and other multi-cluster scenarios,
+# and a real Citus cluster (005_citus.pl: Citus built from the vendored source on 15, once).
 tap: install
+	scripts/citus.sh
 	scripts/tap.sh
 
 # A database moved between PostgreSQL majors by pg_dump/pg_restore and pg_upgrade

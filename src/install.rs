@@ -33,6 +33,7 @@ fn install_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>)
     }
     // 2. validate rules, entities and the graph they form (rules disabled by a schema change
     //    and kept as installed are not validated again, see ddl.rs)
+    registry::lock_rules();
     let installed = registry::installed_rules();
     let (rules, entities) =
         validate::validate_set(&specs, entity_specs.as_deref(), &installed, &cat).unwrap_or_else(|e| raise(&e));
@@ -61,13 +62,14 @@ fn install_rule_set(specs: Vec<RuleSpec>, entity_specs: Option<Vec<EntitySpec>>)
     //    and that the target's owner (who propagation runs as) may read the source
     for rule in &touched {
         let (source, target) = infos[rule.name.as_str()];
+        // (first: Citus would fail the other checks' statements with errors of its own)
+        check_citus_placement(rule, source, target);
         check_where(rule);
         check_statements(rule, source, target).unwrap_or_else(|e| raise(&e));
         check_target_owner_reads_source(rule, source, target);
         if let Some(reason) = cross_owner_policies(rule, source, target) {
             raise(&Error::unsupported(reason));
         }
-        check_citus_placement(rule, source, target);
     }
     // (after each rule's own checks, so that an error in a rule is reported as such)
     validate::check_overlaps(&rules).unwrap_or_else(|e| raise(&e));
@@ -116,6 +118,7 @@ fn install_difference(
             for ddl in (Planner { rule, source, target }).triggers() {
                 Spi::run(&ddl).unwrap_or_else(|e| reject(&format!("rule \"{}\": {e}", rule.name)));
             }
+            crate::queue::resume_rule(&rule.name);
         }
         let action = if installed.iter().any(|r| r.name == rule.name) { "changed" } else { "added" };
         summary.push(("rule".into(), rule.name.clone(), action.into()));
@@ -196,11 +199,7 @@ unsafe fn is_single_expression(sql: &std::ffi::CStr) -> bool {
     (*target).name.is_null()
 }
 
-/// Propagation runs as the target's owner, who must be able to read the source columns it
-/// joins on and copies (and, for bidirectional rules, the other way round); refusing the rule
-/// now beats a permission error on every write later.
-/// With Citus installed, only rules Citus can run shard by shard are accepted (see core's
-/// `citus` module).
+/// With Citus installed, a rule on a table Citus manages is refused (see core's `citus` module).
 fn check_citus_placement(rule: &Rule, source: &TableInfo, target: &TableInfo) {
     let citus = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL");
     if citus != Ok(Some(true)) {
@@ -210,10 +209,9 @@ fn check_citus_placement(rule: &Rule, source: &TableInfo, target: &TableInfo) {
         Spi::connect(|client| {
             let row = client
                 .select(
-                    "SELECT p.partmethod::pg_catalog.text,
+                    "SELECT p.partmethod::pg_catalog.text, p.repmodel::pg_catalog.text,
                             CASE WHEN p.partkey IS NOT NULL
-                                 THEN pg_catalog.column_to_column_name(p.logicalrelid, p.partkey) END,
-                            p.colocationid
+                                 THEN pg_catalog.column_to_column_name(p.logicalrelid, p.partkey) END
                      FROM pg_catalog.pg_dist_partition p
                      WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
                     Some(1),
@@ -222,13 +220,12 @@ fn check_citus_placement(rule: &Rule, source: &TableInfo, target: &TableInfo) {
                 .expect("pg_dist_partition is readable");
             let row = row.into_iter().next()?;
             let method: String = row.get(1).ok()??;
-            Some(match method.as_str() {
-                "h" => Placement::Distributed {
-                    column: row.get(2).ok().flatten().unwrap_or_default(),
-                    colocation: row.get(3).ok().flatten().unwrap_or_default(),
-                },
-                "n" => Placement::Reference,
-                other => Placement::Other(other.chars().next().unwrap_or('?')),
+            let replication: Option<String> = row.get(2).ok()?;
+            Some(match (method.as_str(), replication.as_deref()) {
+                ("h", _) => Placement::Distributed { column: row.get(3).ok().flatten().unwrap_or_default() },
+                ("n", Some("t")) => Placement::Reference,
+                ("n", _) => Placement::Local,
+                (other, _) => Placement::Other(other.chars().next().unwrap_or('?')),
             })
         })
     };
@@ -273,6 +270,9 @@ pub(crate) fn cross_owner_policies(rule: &Rule, source: &TableInfo, target: &Tab
     ))
 }
 
+/// Propagation runs as the target's owner, who must be able to read the source columns it
+/// joins on and copies (and, for bidirectional rules, the other way round); refusing the rule
+/// now beats a permission error on every write later.
 fn check_target_owner_reads_source(rule: &Rule, source: &TableInfo, target: &TableInfo) {
     // the owner each side is read as must be able to reach the other side's schema
     let mut schemas = vec![(target, source)];
@@ -507,7 +507,9 @@ fn depend_on_extension(signature: &str) {
 }
 
 /// The installed rules as specs, so a single change can be validated together with the rest.
+/// The installed rules as specs, to change and install again: under the rule-set lock.
 fn installed_specs() -> Vec<RuleSpec> {
+    registry::lock_rules();
     registry::installed_rules().into_iter().map(|r| r.spec()).collect()
 }
 

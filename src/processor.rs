@@ -98,7 +98,7 @@ fn fetch_due(limit: i32, rule: Option<&str>) -> Vec<Item> {
 }
 
 /// Items of a disabled rule wait, without using up attempts, until the rule is enabled again
-/// (dropping a rule drops its items).
+/// (`queue::resume_rule` makes them due; dropping a rule drops its items).
 fn park(items: &[Item]) {
     let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
     let delay = queue::RETRY_DELAY_MAX.get() as f64 / 1000.0;
@@ -106,9 +106,9 @@ fn park(items: &[Item]) {
         Spi::run_with_args(
             "UPDATE data_sync.queue
              SET next_attempt_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $2),
-                 last_error = 'rule is disabled'
+                 last_error = $3
              WHERE id OPERATOR(pg_catalog.=) ANY ($1)",
-            &[ids.into(), delay.into()],
+            &[ids.into(), delay.into(), queue::PARKED.into()],
         )
     })
     .expect("data_sync.queue is writable");

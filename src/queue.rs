@@ -86,6 +86,22 @@ pub fn enqueue(rt: &RuleRuntime, keys: &[Vec<Datum>], reverse: bool, operation: 
     spi::as_role(rt.log_owner, || rt.execute_other("enqueue", ENQUEUE, &types, &args, &nulls));
 }
 
+/// What a parked item of a disabled rule says (see `processor::park`).
+pub const PARKED: &str = "rule is disabled";
+
+/// Makes the parked items of a rule enabled again due now: they waited for the rule, not for a
+/// backoff.
+pub fn resume_rule(rule: &str) {
+    spi::as_role(log_owner(), || {
+        Spi::run_with_args(
+            "UPDATE data_sync.queue SET next_attempt_at = pg_catalog.clock_timestamp()
+             WHERE rule_name OPERATOR(pg_catalog.=) $1 AND last_error OPERATOR(pg_catalog.=) $2",
+            &[rule.into(), PARKED.into()],
+        )
+    })
+    .expect("data_sync.queue is writable");
+}
+
 /// Removes the queue items of a rule being dropped.
 pub fn forget_rule(rule: &str) {
     spi::as_role(log_owner(), || {

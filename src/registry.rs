@@ -18,40 +18,100 @@ pub fn as_catalog_owner<T>(f: impl FnOnce() -> T) -> T {
     crate::spi::as_role(owner, f)
 }
 
-/// The installed rules, in name order.
+const RULE_COLUMNS: &str = "name, source_schema::pg_catalog.text, source_table::pg_catalog.text,
+    target_schema::pg_catalog.text, target_table::pg_catalog.text, target_keys, source_keys, target_columns,
+    source_columns, where_clause, enabled, kind, latest_by, bidirectional, source_timestamp, target_timestamp,
+    value_columns, value_expressions, watch_columns, on_insert, mode, fire_on_replica";
+
+/// The installed rules, in name order, as committed now (see `read_rules`).
 pub fn installed_rules() -> Vec<Rule> {
+    read_rules(None)
+}
+
+/// One installed rule, as committed now.
+pub fn installed_rule(name: &str) -> Option<Rule> {
+    read_rules(Some(name)).pop()
+}
+
+/// Serializes changes of the rule set: each reads the installed rules, then writes the new set,
+/// and two at once would both write from what they read (a rule inserted twice, or a change
+/// lost). Reads are not blocked.
+pub fn lock_rules() {
+    as_catalog_owner(|| Spi::run("LOCK TABLE data_sync.rules IN SHARE ROW EXCLUSIVE MODE"))
+        .expect("data_sync.rules can be locked");
+}
+
+/// Reads `data_sync.rules` like a system catalog: on the latest snapshot, never the
+/// transaction's. A trigger that fires is the latest catalog state, and a REPEATABLE READ or
+/// SERIALIZABLE transaction whose snapshot predates its rule (or the rule's enabling, or its new
+/// definition) would otherwise not see it, and its writes would go unpropagated. A change of the
+/// set, having waited in `lock_rules` for another, must read what that one committed.
+fn read_rules(name: Option<&str>) -> Vec<Rule> {
     as_catalog_owner(|| {
-        Spi::connect(|client| {
-            let rows = client
-                .select(
-                    "SELECT name, source_schema::pg_catalog.text, source_table::pg_catalog.text, target_schema::pg_catalog.text, target_table::pg_catalog.text,
-                        target_keys, source_keys, target_columns, source_columns, where_clause, enabled,
-                        kind, latest_by, bidirectional, source_timestamp, target_timestamp,
-                        value_columns, value_expressions, watch_columns, on_insert, mode, fire_on_replica
-                 FROM data_sync.rules ORDER BY name",
-                    None,
-                    &[],
-                )
-                .expect("data_sync.rules is readable");
-            rows.into_iter().map(|r| rule_from_row(&r)).collect()
+        Spi::connect(|_client| unsafe {
+            let filter = if name.is_some() { "WHERE name OPERATOR(pg_catalog.=) $1" } else { "" };
+            let sql =
+                std::ffi::CString::new(format!("SELECT {RULE_COLUMNS} FROM data_sync.rules {filter} ORDER BY name"))
+                    .expect("no NUL");
+            let mut types = [pg_sys::TEXTOID];
+            let plan = pg_sys::SPI_prepare(sql.as_ptr(), name.is_some() as i32, types.as_mut_ptr());
+            if plan.is_null() {
+                error!("data_sync: could not read data_sync.rules");
+            }
+            let mut args = [name.into_datum().unwrap_or(pg_sys::Datum::from(0))];
+            let nulls = [b' ' as std::ffi::c_char];
+            // (this transaction's own changes so far included, as a foreign-key check does)
+            pg_sys::CommandCounterIncrement();
+            // read-only with a given snapshot: exactly that snapshot
+            let rc = pg_sys::SPI_execute_snapshot(
+                plan,
+                args.as_mut_ptr(),
+                nulls.as_ptr(),
+                pg_sys::GetLatestSnapshot(),
+                std::ptr::null_mut(),
+                true,
+                false,
+                0,
+            );
+            if rc != pg_sys::SPI_OK_SELECT as i32 {
+                error!("data_sync: could not read data_sync.rules (SPI code {rc})");
+            }
+            let table = pg_sys::SPI_tuptable;
+            let rules = (0..pg_sys::SPI_processed as usize)
+                .map(|i| rule_from_row(&RawRow { tuple: *(*table).vals.add(i), desc: (*table).tupdesc }))
+                .collect();
+            pg_sys::SPI_freeplan(plan);
+            rules
         })
     })
 }
 
-pub fn installed_rule(name: &str) -> Option<Rule> {
-    installed_rules().into_iter().find(|r| r.name == name)
+/// A row of `data_sync.rules`, read straight from `SPI_tuptable`.
+struct RawRow {
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
 }
 
-fn rule_from_row(r: &pgrx::spi::SpiHeapTupleData<'_>) -> Rule {
-    let text = |i: usize| -> String { r.get(i).unwrap().unwrap() };
-    let list = |i: usize| -> Vec<String> { r.get(i).unwrap().unwrap() };
+impl RawRow {
+    fn col<T: FromDatum>(&self, i: usize) -> Option<T> {
+        unsafe {
+            let mut null = false;
+            let datum = pg_sys::SPI_getbinval(self.tuple, self.desc, i as i32, &mut null);
+            T::from_polymorphic_datum(datum, null, pg_sys::SPI_gettypeid(self.desc, i as i32))
+        }
+    }
+}
+
+fn rule_from_row(r: &RawRow) -> Rule {
+    let text = |i: usize| -> String { r.col(i).expect("NOT NULL") };
+    let list = |i: usize| -> Vec<String> { r.col(i).expect("NOT NULL") };
     let pairs = |t: Vec<String>, s: Vec<String>| -> Vec<Pair> {
         t.into_iter().zip(s).map(|(target, source)| Pair { target, source }).collect()
     };
     let kind = if text(12) == "append" { RuleKind::Append } else { RuleKind::Copy };
     let keys = pairs(list(6), list(7));
     let source_key = list(7);
-    let timestamps = match (r.get::<String>(15).unwrap(), r.get::<String>(16).unwrap()) {
+    let timestamps = match (r.col::<String>(15), r.col::<String>(16)) {
         (Some(s), Some(t)) => Some((s, t)),
         _ => None,
     };
@@ -62,16 +122,16 @@ fn rule_from_row(r: &pgrx::spi::SpiHeapTupleData<'_>) -> Rule {
         target: TableName::new(text(4), text(5)),
         matches: if kind == RuleKind::Append { Vec::new() } else { keys },
         copies: pairs(list(8), list(9)),
-        where_clause: r.get(10).unwrap(),
-        enabled: r.get(11).unwrap().unwrap(),
-        latest_by: r.get(13).unwrap(),
-        bidirectional: r.get(14).unwrap().unwrap(),
+        where_clause: r.col(10),
+        enabled: r.col(11).expect("NOT NULL"),
+        latest_by: r.col(13),
+        bidirectional: r.col(14).expect("NOT NULL"),
         timestamps,
         values: pairs(list(17), list(18)),
         watch: list(19),
-        on_insert: r.get(20).unwrap().unwrap(),
-        mode: r.get::<String>(21).unwrap().and_then(|m| SyncMode::parse(&m)),
-        fire_on_replica: r.get(22).unwrap().unwrap(),
+        on_insert: r.col(20).expect("NOT NULL"),
+        mode: r.col::<String>(21).and_then(|m| SyncMode::parse(&m)),
+        fire_on_replica: r.col(22).expect("NOT NULL"),
         source_key,
     }
 }

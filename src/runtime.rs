@@ -27,7 +27,7 @@ pub struct KeyType {
 }
 
 /// Attribute numbers of a rule's columns in one relation its triggers fire on: the rule's own
-/// table, or a partition (or Citus shard) of it, whose columns may be numbered differently (columns
+/// table, or a partition of it, whose columns may be numbered differently (columns
 /// dropped before it was created, or a table attached as a partition). Source side: the source key, the values
 /// `flush_row` takes, the watched columns. Target side: the match key, the copied columns, the
 /// columns whose change re-fills a row.
@@ -68,7 +68,7 @@ pub struct RuleRuntime {
     /// Where the rule's columns are in its own tables (see `Layout`).
     source_layout: Rc<Layout>,
     target_layout: Rc<Layout>,
-    /// Layouts of partitions (and Citus shards) the rule's triggers fired on, by relation oid.
+    /// Layouts of partitions the rule's triggers fired on, by relation oid.
     /// (Keyed by relation and side: a rule may go from a table to one of its own partitions.)
     partition_layouts: RefCell<HashMap<(Oid, bool), Rc<Layout>>>,
     /// The column names `Layout`s are made of, per side.
@@ -306,7 +306,7 @@ pub enum Side {
 impl RuleRuntime {
     /// Where the rule's columns are in the relation a trigger fired on, after making sure the
     /// trigger is one data_sync installed for this rule: named as data_sync names it, for this
-    /// side, on the rule's table or one of its partitions or shards (`stands_for`). Anything else
+    /// side, on the rule's table or one of its partitions (`stands_for`). Anything else
     /// is refused: the trigger
     /// functions are callable by anyone who may create a trigger, and the rule name is only an
     /// argument; acting for another table would write the rule's target, as its owner, with
@@ -337,18 +337,7 @@ impl RuleRuntime {
             if fired_for_row != row || !(fired_after || before_allowed) {
                 self.refuse(name, rel);
             }
-            let named = data_sync_core::plan::trigger_side(&self.rule.name, name.to_bytes());
-            // Citus names a shard's copy of a trigger `<name>_<shardid>`
-            let shard_named = || {
-                let bytes = name.to_bytes();
-                let cut = bytes.iter().rposition(|&b| b == b'_')?;
-                let digits = &bytes[cut + 1..];
-                (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
-                    .then(|| data_sync_core::plan::trigger_side(&self.rule.name, &bytes[..cut]))
-                    .flatten()
-            };
-            let on_shard_copy = named.is_none() && shard_named() == Some(expected) && relid.to_u32() != table;
-            if named != Some(expected) && !on_shard_copy {
+            if data_sync_core::plan::trigger_side(&self.rule.name, name.to_bytes()) != Some(expected) {
                 self.refuse(name, rel);
             }
             if relid.to_u32() == table {
@@ -792,36 +781,12 @@ pub fn follow_updates(tids: &mut [(pg_sys::ItemPointerData, Oid)]) {
     }
 }
 
-/// Whether `rel` stands for `table` when a trigger fires: a partition of it at any depth, or, with
-/// Citus, one of its shards (named `<table>_<shardid>` in the table's schema, as Citus names them,
-/// and listed for it in `pg_dist_shard`), or a partition of such a shard.
+/// Whether `rel` stands for `table` when a trigger fires: a partition of it at any depth.
 unsafe fn stands_for(rel: pg_sys::Relation, table: Oid) -> bool {
     let relid = (*rel).rd_id;
     with_spi(|| {
-        let partition = Spi::get_one_with_args::<bool>(
-            "SELECT $2 OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT relid FROM pg_catalog.pg_partition_ancestors($1)))",
-            &[relid.into(), table.into()],
-        );
-        if partition == Ok(Some(true)) {
-            return true;
-        }
-        let citus = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL");
-        if citus != Ok(Some(true)) {
-            return false;
-        }
         Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (
-                 SELECT FROM pg_catalog.pg_class c, pg_catalog.pg_class t, pg_catalog.pg_dist_shard s
-                 WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT relid FROM pg_catalog.pg_partition_ancestors($1))
-                                                     OPERATOR(pg_catalog.||) $1)
-                   AND t.oid OPERATOR(pg_catalog.=) $2
-                   AND s.logicalrelid OPERATOR(pg_catalog.=) $2::pg_catalog.regclass
-                   AND c.relnamespace OPERATOR(pg_catalog.=) t.relnamespace
-                   -- (a shard belongs to its table's owner: a look-alike someone else made is none)
-                   AND c.relowner OPERATOR(pg_catalog.=) t.relowner
-                   AND c.relname::pg_catalog.text OPERATOR(pg_catalog.=)
-                       (t.relname::pg_catalog.text OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||)
-                        s.shardid::pg_catalog.text))",
+            "SELECT $2 OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT relid FROM pg_catalog.pg_partition_ancestors($1)))",
             &[relid.into(), table.into()],
         ) == Ok(Some(true))
     })

@@ -1,66 +1,56 @@
-//! Rules over tables that Citus distributes. A propagation is one `UPDATE target … FROM source`
-//! (or `INSERT … SELECT`) joining the two tables on the rule's match; Citus runs that on each
-//! shard, in the writer's transaction, only when both tables are co-located and joined on their
-//! distribution columns, or when the source is a reference table (a copy on every node). Any
-//! other shape is refused when the rule is defined, instead of failing (or crawling through
-//! the coordinator) on every write.
+//! Rules over tables that Citus manages are refused when the rule is defined.
+//!
+//! Citus runs a distributed table's writes on its shards, on the workers, and copies the
+//! table's triggers there; the rules live in the coordinator's `data_sync.rules`, so a
+//! worker's trigger finds no rule and the copies silently drift (seen on a real Citus 13.2
+//! cluster, `tests/tap/t/005_citus.pl`). A reference-table source fails every write of it
+//! instead (a multi-shard statement run from a shard), and a Citus-local table behaves like
+//! neither a plain nor a distributed table. Until data_sync carries its rules to the workers,
+//! every such rule is refused, naming the table and how Citus manages it.
 
-use crate::validate::{Pair, Rule};
+use crate::validate::Rule;
 use crate::Error;
 
-/// How Citus places one table (a row of `pg_dist_partition`).
+/// How Citus manages one table (its row of `pg_dist_partition`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
-    /// Hash-distributed by `column`, in co-location group `colocation`.
-    Distributed { column: String, colocation: i32 },
-    /// A reference table (or a Citus-managed local table): whole on every node that needs it.
+    /// Hash-distributed by `column`.
+    Distributed { column: String },
+    /// A reference table: a copy on every node (`partmethod 'n'`, `repmodel 't'`).
     Reference,
-    /// Append- or range-distributed: not supported.
+    /// A Citus-local table: on the coordinator, but in Citus's metadata (`partmethod 'n'`).
+    Local,
+    /// Append- or range-distributed (the `partmethod`).
     Other(char),
 }
 
-/// `None` placement: a plain table that Citus does not manage.
-pub fn check_placement(rule: &Rule, source: Option<&Placement>, target: Option<&Placement>) -> Result<(), Error> {
-    let fail = |why: String| {
-        Err(Error::new(format!(
-            "rule \"{}\": {why}; with Citus, data_sync needs the source and target co-located and matched on their \
-             distribution columns, or a reference table as the source",
-            rule.name
-        )))
-    };
-    let (s, t) = (&rule.source, &rule.target);
-    match (source, target) {
-        (None, None) | (Some(Placement::Reference), Some(Placement::Reference)) => Ok(()),
-        (Some(Placement::Other(m)), _) => fail(format!("source {s} is distributed by method '{m}' (not hash)")),
-        (_, Some(Placement::Other(m))) => fail(format!("target {t} is distributed by method '{m}' (not hash)")),
-        (None, Some(_)) => fail(format!("target {t} is managed by Citus but source {s} is a local table")),
-        (Some(_), None) => fail(format!("source {s} is managed by Citus but target {t} is a local table")),
-        (Some(Placement::Distributed { .. }), Some(Placement::Reference)) => {
-            fail(format!("target {t} is a reference table and source {s} is distributed"))
-        }
-        (Some(Placement::Reference), Some(Placement::Distributed { .. })) if rule.bidirectional => fail(format!(
-            "source {s} is a reference table, which a bidirectional rule would update from distributed target {t}"
-        )),
-        (Some(Placement::Reference), Some(Placement::Distributed { .. })) => Ok(()),
-        (
-            Some(Placement::Distributed { column: sc, colocation: sg }),
-            Some(Placement::Distributed { column: tc, colocation: tg }),
-        ) => {
-            if sg != tg {
-                return fail(format!("source {s} and target {t} are not co-located (groups {sg} and {tg})"));
-            }
-            // the pairs that join a target row to its source row: the match, or for append
-            // rules the copied columns (the appended row carries the source's values)
-            let pairs: &[Pair] = if rule.matches.is_empty() { &rule.copies } else { &rule.matches };
-            if pairs.iter().any(|p| &p.target == tc && &p.source == sc) {
-                Ok(())
-            } else {
-                fail(format!(
-                    "the rule does not match target {t}'s distribution column \"{tc}\" to source {s}'s \"{sc}\""
-                ))
-            }
+impl Placement {
+    fn describe(&self) -> String {
+        match self {
+            Placement::Distributed { column } => format!("a Citus distributed table (by \"{column}\")"),
+            Placement::Reference => "a Citus reference table".into(),
+            Placement::Local => "a Citus local table".into(),
+            Placement::Other(m) => format!("a Citus distributed table (method '{m}')"),
         }
     }
+}
+
+/// `None` placement: a plain table that Citus does not manage, the only kind accepted.
+pub fn check_placement(rule: &Rule, source: Option<&Placement>, target: Option<&Placement>) -> Result<(), Error> {
+    let managed = [("source", &rule.source, source), ("target", &rule.target, target)];
+    let Some((side, table, placement)) = managed.iter().find_map(|(s, t, p)| p.map(|p| (s, t, p))) else {
+        return Ok(());
+    };
+    Err(Error::unsupported(format!(
+        "rule \"{}\": {side} {table} is {}; data_sync does not support rules on tables Citus manages",
+        rule.name,
+        placement.describe()
+    ))
+    .with_detail(
+        "Citus runs the table's writes and triggers on its shards, on the worker nodes, where the rules are not \
+         installed: the copies would silently drift.",
+    )
+    .with_hint("Keep both tables of the rule local (not distributed), or keep the copies in the application."))
 }
 
 #[cfg(test)]
@@ -68,8 +58,10 @@ mod tests {
     use super::*;
     use crate::catalog::TableName;
     use crate::rules::RuleKind;
+    use crate::validate::Pair;
+    use crate::ErrorKind;
 
-    fn rule(keys: &[(&str, &str)]) -> Rule {
+    fn rule() -> Rule {
         let pairs = |list: &[(&str, &str)]| {
             list.iter().map(|(t, s)| Pair { target: t.to_string(), source: s.to_string() }).collect::<Vec<_>>()
         };
@@ -78,7 +70,7 @@ mod tests {
             kind: RuleKind::Copy,
             source: TableName::new("public", "users"),
             target: TableName::new("public", "lost_pets"),
-            matches: pairs(keys),
+            matches: pairs(&[("owner_id", "id")]),
             copies: pairs(&[("contact_phone", "phone")]),
             where_clause: None,
             enabled: true,
@@ -90,53 +82,29 @@ mod tests {
             on_insert: false,
             mode: None,
             fire_on_replica: false,
-            source_key: keys.iter().map(|(_, s)| s.to_string()).collect(),
+            source_key: vec!["id".into()],
         }
     }
 
-    fn hash(column: &str, colocation: i32) -> Placement {
-        Placement::Distributed { column: column.into(), colocation }
+    #[test]
+    fn plain_tables_are_fine() {
+        assert!(check_placement(&rule(), None, None).is_ok());
     }
 
     #[test]
-    fn plain_tables_and_reference_sources_are_fine() {
-        let r = rule(&[("owner_id", "id")]);
-        assert!(check_placement(&r, None, None).is_ok());
-        assert!(check_placement(&r, Some(&Placement::Reference), Some(&Placement::Reference)).is_ok());
-        assert!(check_placement(&r, Some(&Placement::Reference), Some(&hash("owner_id", 1))).is_ok());
-    }
-
-    #[test]
-    fn co_located_on_the_distribution_columns_is_fine() {
-        let r = rule(&[("owner_id", "id"), ("branch", "branch")]);
-        assert!(check_placement(&r, Some(&hash("id", 3)), Some(&hash("owner_id", 3))).is_ok());
-    }
-
-    #[test]
-    fn other_shapes_are_refused_naming_the_rule_and_the_reason() {
-        let r = rule(&[("owner_id", "id")]);
-        let err = |s: Option<&Placement>, t: Option<&Placement>| check_placement(&r, s, t).unwrap_err().message;
-        assert!(err(Some(&hash("id", 1)), Some(&hash("owner_id", 2))).contains("not co-located (groups 1 and 2)"));
-        assert!(err(Some(&hash("id", 1)), Some(&hash("pet_id", 1)))
-            .contains("does not match target public.lost_pets's distribution column \"pet_id\""));
-        assert!(err(Some(&hash("email", 1)), Some(&hash("owner_id", 1))).contains("source public.users's \"email\""));
-        assert!(err(None, Some(&hash("owner_id", 1))).contains("source public.users is a local table"));
-        assert!(err(Some(&hash("id", 1)), None).contains("target public.lost_pets is a local table"));
-        assert!(err(Some(&hash("id", 1)), Some(&Placement::Reference)).contains("is a reference table"));
-        assert!(err(Some(&Placement::Other('a')), Some(&hash("owner_id", 1))).contains("method 'a'"));
-        assert!(err(None, Some(&hash("owner_id", 1))).starts_with("rule \"phone\": "));
-        let mut both_ways = rule(&[("owner_id", "id")]);
-        both_ways.bidirectional = true;
-        let err = check_placement(&both_ways, Some(&Placement::Reference), Some(&hash("owner_id", 1))).unwrap_err();
-        assert!(err.message.contains("a reference table, which a bidirectional rule would update"), "{}", err.message);
-    }
-
-    #[test]
-    fn append_rules_join_through_their_copied_columns() {
-        let mut r = rule(&[]);
-        r.kind = RuleKind::Append;
-        r.copies = vec![Pair { target: "pet_id".into(), source: "id".into() }];
-        assert!(check_placement(&r, Some(&hash("id", 1)), Some(&hash("pet_id", 1))).is_ok());
-        assert!(check_placement(&r, Some(&hash("id", 1)), Some(&hash("recorded_at", 1))).is_err());
+    fn every_table_citus_manages_is_refused_naming_the_rule_the_table_and_the_kind() {
+        let hash = Placement::Distributed { column: "id".into() };
+        let err = |s: Option<&Placement>, t: Option<&Placement>| check_placement(&rule(), s, t).unwrap_err();
+        // even the co-located pair a Citus user would reach for first
+        let e = err(Some(&hash), Some(&Placement::Distributed { column: "owner_id".into() }));
+        assert_eq!(e.kind, ErrorKind::FeatureNotSupported);
+        assert!(e.message.starts_with("rule \"phone\": source public.users is a Citus distributed table (by \"id\")"));
+        assert!(e.detail.as_deref().is_some_and(|d| d.contains("silently drift")));
+        assert!(err(Some(&Placement::Reference), Some(&hash))
+            .message
+            .contains("source public.users is a Citus reference table"));
+        assert!(err(Some(&Placement::Local), None).message.contains("source public.users is a Citus local table"));
+        assert!(err(None, Some(&hash)).message.contains("target public.lost_pets is a Citus distributed table"));
+        assert!(err(None, Some(&Placement::Other('a'))).message.contains("method 'a'"));
     }
 }

@@ -17,14 +17,15 @@ port 5492):
             writing an audit table, AFTER row and statement triggers writing source rows again, a BEFORE
             trigger on a target touching another column, AFTER row triggers on a target that
             bring its row into a `where` scope or re-parent it, a statement trigger re-opening
-            target rows; AFTER triggers named to fire before or after data_sync's own);
+            target rows, a BEFORE statement trigger on the source or a target re-opening another
+            target's rows; AFTER triggers named to fire before or after data_sync's own);
   rules     copy rules with and without `where`, several per source and per target, a chain,
             append rules, each in a random mode (strict / isolated / async), an entity with a
             related entity;
   workload  UPDATE (values, keys, match columns: re-parenting), INSERT, INSERT … ON CONFLICT,
             DELETE, MERGE, COPY, writable CTEs touching source and target, savepoints rolled back,
             transactions rolled back, TRUNCATE, sync_all, sync_all_<entity>_data_comprehensive,
-            process_queue; under random session settings (DateStyle, TimeZone, IntervalStyle,
+            process_queue, a rule disabled, enabled and re-synced while other sessions write; under random session settings (DateStyle, TimeZone, IntervalStyle,
             extra_float_digits, search_path, isolation level: READ COMMITTED, REPEATABLE READ,
             SERIALIZABLE); sequentially, or in 2–8 concurrent sessions (mixed isolation levels).
 
@@ -362,6 +363,17 @@ class Case:
                          "RETURN NULL; END $$")
                 s.append(f"CREATE TRIGGER dt_reopen AFTER INSERT OR UPDATE ON {name} FOR EACH STATEMENT "
                          f"EXECUTE FUNCTION public.dt_reopen_{t}()")
+        # the user's BEFORE statement trigger, on the source or a target, re-opening rows of another
+        # target before the statement's own rows are written (the nested writes' triggers fire
+        # first). It writes another table: a BEFORE statement trigger that writes rows its own
+        # statement then updates fails in PostgreSQL itself (27000), data_sync or not.
+        if rng.random() < 0.2:
+            victim, _ = rng.choice(targets)
+            host = rng.choice([src] + [n for n, _ in targets if n != victim])
+            s.append("CREATE FUNCTION public.dt_before_stmt() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     f"UPDATE {victim} SET status = 'open' WHERE status IS NULL; RETURN NULL; END $$")
+            s.append(f"CREATE TRIGGER dt_before_stmt BEFORE INSERT OR UPDATE OR DELETE ON {host} FOR EACH STATEMENT "
+                     "EXECUTE FUNCTION public.dt_before_stmt()")
         # a chain: the first target feeds a second hop (its tid is unique, and copied onward)
         if rng.random() < 0.3:
             first, copied = targets[0]
@@ -598,6 +610,13 @@ class Case:
             if self.partitioned and self.late_partition and rng.random() < 0.5:
                 return f"ALTER TABLE public.src DETACH PARTITION {self.late_partition}"
             return "TRUNCATE public.src"
+        if r < 0.857:
+            # the rule's life cycle during the workload: disabled, enabled again and re-synced
+            # (writes made while disabled are not replayed: the re-sync restores them), while other
+            # sessions, some under REPEATABLE READ snapshots older than the enabling, keep writing.
+            # Copy rules only: an append rule's history of the disabled time is lost, by design.
+            copies = [r["name"] for r in self.rules if r["kind"] == "copy"]
+            return ("toggle", rng.choice(copies)) if copies else "SELECT 1"
         if r < 0.87:
             rule = rng.choice(self.rules)
             if rule["kind"] == "copy":
@@ -670,6 +689,8 @@ def run_statement(conn, stmt, case, errors):
                 with cur.copy(f"COPY public.src ({kc}, {cols}) FROM STDIN") as copy:
                     copy.write_row(row)
             return True
+        if isinstance(stmt, tuple) and stmt[0] == "toggle":
+            return toggle(conn, stmt[1], errors)
         for s in flatten(stmt):
             conn.execute(s)
         return True
@@ -681,6 +702,38 @@ def run_statement(conn, stmt, case, errors):
         return check_error(conn, stmt, state, str(e), errors)
     except psycopg.Error as e:
         return check_error(conn, stmt, e.sqlstate, str(e), errors)
+
+
+def toggle_statements(name):
+    # (each its own transaction, at READ COMMITTED: a re-sync on a snapshot taken before the
+    # enabling waited for the writers would miss their writes, by design)
+    return ["SET default_transaction_isolation = 'read committed'",
+            f"SELECT data_sync.disable_rule('{name}')", f"SELECT data_sync.enable_rule('{name}')",
+            f"SELECT data_sync.sync_all('{name}')"]
+
+
+def toggle(conn, name, errors):
+    """Disables a rule, enables it again and re-syncs it. A step that loses a deadlock or a
+    serialization conflict is retried: the rule must end enabled and re-synced."""
+    level = conn.execute("SHOW default_transaction_isolation").fetchone()[0]
+    try:
+        for sql in toggle_statements(name):
+            for attempt in range(20):
+                try:
+                    conn.execute(sql)
+                    break
+                except psycopg.Error as e:
+                    if not (e.sqlstate or "").startswith("40") and e.sqlstate != "55P03":
+                        errors.append(f"toggle of rule {name}: {e.sqlstate}: {str(e).strip()} in {sql}")
+                        return check_error(conn, sql, e.sqlstate, str(e), errors)
+                    time.sleep(0.01 * attempt)
+            else:
+                errors.append(f"toggle of rule {name}: {sql} kept failing")
+                return True
+    finally:
+        if not conn.broken:
+            conn.execute(f"SET default_transaction_isolation = '{level}'")
+    return True
 
 
 def check_error(conn, stmt, state, message, errors):
@@ -914,6 +967,10 @@ def script(case, items, problems):
     lines.append("SELECT data_sync.sync_all();")
     lines += [s + ";" for s in case.settings[0]]
     for item in items:
+        if isinstance(item, tuple) and item[0] == "toggle":
+            lines += [s + ";" for s in toggle_statements(item[1])]
+            lines += [s + ";" for s in case.settings[0] if "isolation" in s]
+            continue
         if isinstance(item, tuple):
             lines.append(f"-- COPY of key {item[1]}: {item[2]}")
             continue

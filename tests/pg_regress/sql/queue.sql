@@ -89,6 +89,10 @@ SELECT pg_temp.time_passes();
 SELECT * FROM data_sync.process_queue();
 SELECT attempts, status, last_error FROM data_sync.queue;
 SELECT * FROM data_sync.enable_rule('phone');
+-- enabled again, the parked item is due at once (not after the longest backoff), and is tried
+SELECT next_attempt_at <= clock_timestamp() AS due FROM data_sync.queue;
+SELECT * FROM data_sync.process_queue();
+SELECT attempts, status FROM data_sync.queue;
 SELECT data_sync.clear_failed(pending => true);
 UPDATE q.users SET phone = '2000' WHERE id = 2;
 
