@@ -7,10 +7,11 @@
 use data_sync_core::operation::Operation;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use std::rc::Rc;
 
 use crate::propagate;
 use crate::runtime::{self, RuleRuntime};
-use crate::{log, queue, spi, subxact};
+use crate::{log, queue, registry, spi, subxact};
 
 /// One queue row, as fetched for processing.
 struct Item {
@@ -46,8 +47,7 @@ pub fn process(limit: i32, rule: Option<&str>) -> Summary {
     }
     for group in groups {
         summary.processed += group.len() as i64;
-        let Some(rt) = runtime::runtime(&group[0].rule) else {
-            park(&group);
+        let Some(rt) = runtime::runtime(&group[0].rule).or_else(|| park(&group)) else {
             continue;
         };
         if run_group(&rt, &group, &mut summary).is_err() {
@@ -98,8 +98,15 @@ fn fetch_due(limit: i32, rule: Option<&str>) -> Vec<Item> {
 }
 
 /// Items of a disabled rule wait, without using up attempts, until the rule is enabled again
-/// (`queue::resume_rule` makes them due; dropping a rule drops its items).
-fn park(items: &[Item]) {
+/// (`queue::resume_rule` makes them due; dropping a rule drops its items). The rule is looked up
+/// again under a lock that changes of the rule set conflict with: an enabling in progress is
+/// waited for, and its rule then returned to apply the items now; an enabling that comes later
+/// waits for this transaction, and then finds the items parked and resumes them.
+fn park(items: &[Item]) -> Option<Rc<RuleRuntime>> {
+    registry::lock_rules_shared();
+    if let Some(rt) = runtime::runtime(&items[0].rule) {
+        return Some(rt);
+    }
     let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
     let delay = queue::RETRY_DELAY_MAX.get() as f64 / 1000.0;
     spi::as_role(queue::log_owner(), || {
@@ -112,6 +119,7 @@ fn park(items: &[Item]) {
         )
     })
     .expect("data_sync.queue is writable");
+    None
 }
 
 /// Error classes that concern the processor's whole transaction (resources, shutdown, cancel,

@@ -90,12 +90,16 @@ pub fn enqueue(rt: &RuleRuntime, keys: &[Vec<Datum>], reverse: bool, operation: 
 pub const PARKED: &str = "rule is disabled";
 
 /// Makes the parked items of a rule enabled again due now: they waited for the rule, not for a
-/// backoff.
+/// backoff. Items a processor holds are skipped: it is applying them, or parking them and then
+/// finding the rule enabled (`processor::park`); waiting for it could deadlock with it.
 pub fn resume_rule(rule: &str) {
     spi::as_role(log_owner(), || {
         Spi::run_with_args(
             "UPDATE data_sync.queue SET next_attempt_at = pg_catalog.clock_timestamp()
-             WHERE rule_name OPERATOR(pg_catalog.=) $1 AND last_error OPERATOR(pg_catalog.=) $2",
+             WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY(
+                 SELECT id FROM data_sync.queue
+                 WHERE rule_name OPERATOR(pg_catalog.=) $1 AND last_error OPERATOR(pg_catalog.=) $2
+                 FOR UPDATE SKIP LOCKED))",
             &[rule.into(), PARKED.into()],
         )
     })

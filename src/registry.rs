@@ -41,6 +41,12 @@ pub fn lock_rules() {
         .expect("data_sync.rules can be locked");
 }
 
+/// Waits for a change of the rule set in progress, and keeps the next one waiting until this
+/// transaction ends (the queue processor parking a disabled rule's items, see `processor::park`).
+pub fn lock_rules_shared() {
+    as_catalog_owner(|| Spi::run("LOCK TABLE data_sync.rules IN SHARE MODE")).expect("data_sync.rules can be locked");
+}
+
 /// Reads `data_sync.rules` like a system catalog: on the latest snapshot, never the
 /// transaction's. A trigger that fires is the latest catalog state, and a REPEATABLE READ or
 /// SERIALIZABLE transaction whose snapshot predates its rule (or the rule's enabling, or its new

@@ -723,6 +723,8 @@ def toggle(conn, name, errors):
                     conn.execute(sql)
                     break
                 except psycopg.Error as e:
+                    if "sync_all" in sql and f'rule "{name}" is disabled' in str(e):
+                        break  # another session's toggle of the rule: it re-syncs after enabling
                     if not (e.sqlstate or "").startswith("40") and e.sqlstate != "55P03":
                         errors.append(f"toggle of rule {name}: {e.sqlstate}: {str(e).strip()} in {sql}")
                         return check_error(conn, sql, e.sqlstate, str(e), errors)
