@@ -119,9 +119,10 @@ fn revalidate_rules() -> i64 {
         match subxact::try_catch(std::panic::AssertUnwindSafe(|| disable_if_broken(rule))) {
             Ok(true) => disabled += 1,
             Ok(false) => {}
-            // (a serialization failure, a cancel, a shutdown, running out of resources, an internal
-            // error: not the rule's, and the transaction must not go on as if checked)
-            Err(e) if ["40", "53", "57", "58", "XX"].iter().any(|c| e.sqlstate.starts_with(c)) => e.rethrow(),
+            // (a serialization failure, a deadlock, a lock timeout, a cancel, a shutdown, running out
+            // of resources, an internal error: not the rule's, and the transaction must not go on
+            // as if checked)
+            Err(e) if crate::error::concerns_transaction(&e.sqlstate) => e.rethrow(),
             Err(e) => pgrx::pg_sys::panic::ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_WARNING,
                 format!("data_sync: rule \"{}\" could not be re-checked after this change: {}", rule.name, e.message),

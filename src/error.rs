@@ -31,6 +31,23 @@ pub fn raise(error: &Error) -> ! {
     unreachable!("ereport(ERROR) does not return")
 }
 
+/// Whether a server error is the transaction's, not the rule's or the item's: serialization
+/// failures and deadlocks (40), lack of resources (53), a lock not available (55P03), a cancel or
+/// a shutdown (57), system errors (58), internal errors (XX).
+pub fn concerns_transaction(sqlstate: &str) -> bool {
+    ["40", "53", "57", "58", "XX"].iter().any(|class| sqlstate.starts_with(class)) || sqlstate == "55P03"
+}
+
+/// A server error caught while checking a rule, unless it is the transaction's: that one is
+/// raised again as it was (a deadlock stays 40P01, which the caller may retry; reported as an
+/// invalid rule it would not be).
+pub fn unless_transactions(caught: Caught) -> Caught {
+    if concerns_transaction(&caught.sqlstate) {
+        caught.rethrow()
+    }
+    caught
+}
+
 /// The kind of a server error caught while checking a rule (preparing its statements, parsing its
 /// expressions): a missing privilege stays one, anything else makes the rule invalid.
 pub fn kind_of(caught: &Caught) -> ErrorKind {

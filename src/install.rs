@@ -15,7 +15,7 @@ use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::error::{deny, kind_of, raise, reject};
+use crate::error::{deny, kind_of, raise, reject, unless_transactions};
 use crate::runtime;
 use crate::{catalog, registry, subxact};
 
@@ -162,7 +162,10 @@ fn check_expression(label: &str, expression: &str, over: &str) {
     match subxact::try_catch(|| unsafe { is_single_expression(&sql) }) {
         Ok(true) => {}
         Ok(false) => reject(&format!("{label}: must be a single SQL expression over {over}")),
-        Err(caught) => raise(&Error::of(kind_of(&caught), format!("{label}: {caught}"))),
+        Err(caught) => {
+            let caught = unless_transactions(caught);
+            raise(&Error::of(kind_of(&caught), format!("{label}: {caught}")))
+        }
     }
 }
 
@@ -367,6 +370,7 @@ pub(crate) fn check_statements(rule: &Rule, source: &TableInfo, target: &TableIn
             other => unreachable!("{statement:?} takes {other:?} and is not checked at load"),
         };
         if let Err(caught) = runtime::try_prepare(sql, types) {
+            let caught = unless_transactions(caught);
             let field = if rule.where_clause.is_some() {
                 "where"
             } else if !rule.values.is_empty() {
