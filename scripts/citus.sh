@@ -9,14 +9,6 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA_SYNC_PGENV_QUIET=1 source "$ROOT/scripts/pgenv.sh"
-# the vendored sources (read-only; copied out, never edited): beside the clone, or this workplace's
-VENDOR=${DATA_SYNC_VENDOR:-}
-if [[ -z $VENDOR ]]; then
-    for candidate in "$ROOT/../shared/vendor" /work/shared/vendor; do
-        [[ -d $candidate ]] && { VENDOR=$candidate; break; }
-    done
-fi
-VENDOR=${VENDOR:-$ROOT/../shared/vendor}
 CITUS_VERSION=13.2.2
 CITUS_SHA=dd2453caec20a830e5e63f1def5c5a98cb6f57ae510407cdcd800916fcdab430
 CITUS_TARBALL=citus-$CITUS_VERSION.tar.gz
@@ -28,6 +20,7 @@ APT_PACKAGES=(liblz4-dev libzstd-dev libcurl4-openssl-dev libkrb5-dev)
 BUILD=$DATA_SYNC_PG_ROOT/citus-build
 
 log() { printf 'citus: %s\n' "$*"; }
+source "$ROOT/scripts/deps-common.sh"
 
 if [[ ! -x $PG_CONFIG ]]; then
     log "$PG_CONFIG not found: run \`PG=$PG_MAJOR make deps\` first" >&2
@@ -47,36 +40,9 @@ if [[ -z ${DATA_SYNC_CITUS_REBUILD:-} && -e $so && -e $PG_SHAREDIR/extension/cit
 fi
 
 # --- apt packages -----------------------------------------------------------
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    # dpkg-query prints "install ok installed" only for fully installed packages.
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$pkg")
-    fi
-done
-if ((${#missing[@]})); then
-    log "installing apt packages: ${missing[*]}"
-    SUDO=()
-    if [[ $(id -u) -ne 0 ]]; then SUDO=(sudo); fi
-    "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+apt_install_missing "${APT_PACKAGES[@]}"
 
 # --- the source ---------------------------------------------------------------
-# Checks a vendored file against the checksum in ../shared/vendor/README.md.
-vendored() {
-    local file=$VENDOR/$1 sum=$2
-    if [[ ! -r $file ]]; then
-        log "$file not found (set DATA_SYNC_VENDOR to the vendor directory)" >&2
-        exit 1
-    fi
-    if [[ -n $sum ]] && ! echo "$sum  $file" | sha256sum --check --status; then
-        log "$file: checksum mismatch" >&2
-        exit 1
-    fi
-    echo "$file"
-}
 tarball=$(vendored "$CITUS_TARBALL" "$CITUS_SHA")
 patch_file=$(vendored "$CITUS_PATCH" "")
 # a fresh build directory each time: a half-finished earlier build is never reused

@@ -13,14 +13,6 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA_SYNC_PGENV_QUIET=1 source "$ROOT/scripts/pgenv.sh"
-# the vendored sources (read-only; copied out, never edited): beside the clone, or this workplace's
-VENDOR=${DATA_SYNC_VENDOR:-}
-if [[ -z $VENDOR ]]; then
-    for candidate in "$ROOT/../shared/vendor" /work/shared/vendor; do
-        [[ -d $candidate ]] && { VENDOR=$candidate; break; }
-    done
-fi
-VENDOR=${VENDOR:-$ROOT/../shared/vendor}
 CARGO_PGRX_VERSION=0.18.0
 # PostgreSQL 15 + headers (pgrx bindgen), pgTAP, clang for bindgen, sudo for
 # `cargo pgrx test --runas postgres`. The C toolchain, pkg-config and OpenSSL
@@ -43,24 +35,10 @@ fi
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 log() { printf 'install-deps: %s\n' "$*"; }
+source "$ROOT/scripts/deps-common.sh"
 
 # --- apt packages -----------------------------------------------------------
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    # dpkg-query prints "install ok installed" only for fully installed packages.
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$pkg")
-    fi
-done
-if ((${#missing[@]})); then
-    log "installing apt packages: ${missing[*]}"
-    # We usually run as root (containers, CI); otherwise go through sudo.
-    SUDO=()
-    if [[ $(id -u) -ne 0 ]]; then SUDO=(sudo); fi
-    "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+apt_install_missing "${APT_PACKAGES[@]}"
 
 # --- cargo-pgrx ---------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1; then
@@ -74,19 +52,6 @@ if ! cargo pgrx --version 2>/dev/null | grep -qw "$CARGO_PGRX_VERSION"; then
 fi
 
 # --- the selected PostgreSQL major -------------------------------------------------------------
-# Checks a vendored file against the checksum in ../shared/vendor/README.md.
-vendored() {
-    local file=$VENDOR/$1 sum=$2
-    if [[ ! -r $file ]]; then
-        log "$file not found (set DATA_SYNC_VENDOR to the vendor directory)" >&2
-        exit 1
-    fi
-    if ! echo "$sum  $file" | sha256sum --check --status; then
-        log "$file: checksum mismatch" >&2
-        exit 1
-    fi
-    echo "$file"
-}
 # The Perl TAP modules (src/test/perl) of a source tarball, into DATA_SYNC_PG_ROOT/perlN.
 perl_modules() {
     local major=$1 tarball=$2 dir=$DATA_SYNC_PG_ROOT/perl$1
