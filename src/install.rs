@@ -510,8 +510,8 @@ fn depend_on_extension(signature: &str) {
     }
 }
 
-/// The installed rules as specs, so a single change can be validated together with the rest.
-/// The installed rules as specs, to change and install again: under the rule-set lock.
+/// The installed rules as specs, so that a single change is validated together with the rest;
+/// read under the rule-set lock, as the change installs the whole set again.
 fn installed_specs() -> Vec<RuleSpec> {
     registry::lock_rules();
     registry::installed_rules().into_iter().map(|r| r.spec()).collect()
